@@ -1,0 +1,73 @@
+//! Embedded migrations, one set per backend with the same version names.
+//!
+//! A migration is applied once, in version order, inside a transaction together with its row
+//! in `schema_migrations`. `tests::both_backends_have_the_same_migrations` fails when the two
+//! sets drift apart.
+
+/// (version, SQL) in order.
+pub type Migration = (&'static str, &'static str);
+
+pub const SQLITE: &[Migration] = &[(
+    "0001_ledger",
+    include_str!("../migrations/sqlite/0001_ledger.sql"),
+)];
+
+pub const POSTGRES: &[Migration] = &[(
+    "0001_ledger",
+    include_str!("../migrations/postgres/0001_ledger.sql"),
+)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files_in(backend: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+            .map(|entry| {
+                let entry = entry.unwrap_or_else(|error| panic!("{error}"));
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".sql")
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let sqlite = files_in("sqlite");
+        let postgres = files_in("postgres");
+        assert_eq!(
+            sqlite, postgres,
+            "migrations/sqlite and migrations/postgres differ"
+        );
+        let embedded_sqlite: Vec<&str> = SQLITE.iter().map(|(version, _)| *version).collect();
+        let embedded_postgres: Vec<&str> = POSTGRES.iter().map(|(version, _)| *version).collect();
+        assert_eq!(
+            embedded_sqlite, sqlite,
+            "a SQLite migration file is not embedded"
+        );
+        assert_eq!(
+            embedded_postgres, postgres,
+            "a PostgreSQL migration file is not embedded"
+        );
+    }
+
+    #[test]
+    fn versions_are_in_order_and_unique() {
+        for set in [SQLITE, POSTGRES] {
+            let versions: Vec<&str> = set.iter().map(|(version, _)| *version).collect();
+            let mut sorted = versions.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(versions, sorted);
+        }
+    }
+}
