@@ -232,6 +232,7 @@ mod tests {
             credits_pending: 0,
             credits_posted: 0,
             timestamp: 1,
+            transfer_last: None,
         }
     }
 

@@ -16,4 +16,4 @@ pub mod writer;
 pub use invariants::{InvariantReport, InvariantViolation};
 pub use store::{BatchStart, LedgerReader, LedgerStore, StoreError, WriteSet};
 pub use types::*;
-pub use writer::{Ledger, LedgerError, WriterConfig};
+pub use writer::{Ledger, LedgerError, WriterConfig, WriterStatsSnapshot};

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use crate::store::WriteSet;
 use crate::types::{
     AMOUNT_MAX, Account, AccountFlags, AccountId, CreateAccountResult, CreateTransferResult,
-    NewAccount, PendingState, Transfer, TransferFlags, TransferId, TransferRequest,
+    NewAccount, PendingState, Transfer, TransferFlags, TransferId, TransferLinks, TransferRequest,
 };
 
 /// One caller's request: a list of events that are judged in order.
@@ -61,9 +61,10 @@ pub struct BatchKeys {
 
 /// Collects the ids a batch refers to, without duplicates.
 pub fn batch_keys(requests: &[&Request]) -> BatchKeys {
-    let mut account_ids = HashSet::new();
+    // Sorting and deduplicating is cheaper than hashing tens of thousands of ids.
+    let mut account_ids = Vec::new();
     let mut transfer_ids = Vec::new();
-    let mut pending_ids = HashSet::new();
+    let mut pending_ids = Vec::new();
     for request in requests {
         match request {
             Request::CreateAccounts(events) => {
@@ -79,10 +80,14 @@ pub fn batch_keys(requests: &[&Request]) -> BatchKeys {
             }
         }
     }
+    account_ids.sort_unstable();
+    account_ids.dedup();
+    pending_ids.sort_unstable();
+    pending_ids.dedup();
     BatchKeys {
-        account_ids: account_ids.into_iter().collect(),
+        account_ids,
         transfer_ids,
-        pending_ids: pending_ids.into_iter().collect(),
+        pending_ids,
     }
 }
 
@@ -107,8 +112,12 @@ pub struct BatchRun<'cache> {
     accounts: &'cache mut HashMap<AccountId, Account>,
     transfers: HashMap<TransferId, Transfer>,
     pending_states: HashMap<TransferId, PendingState>,
-    touched: HashSet<AccountId>,
+    /// Accounts changed by the batch, with repeats; deduplicated at the end.
+    touched: Vec<AccountId>,
     undo: Vec<Undo>,
+    /// Undo is only needed inside a linked chain: a lone event changes nothing until all of
+    /// its checks have passed.
+    recording_undo: bool,
     writes: WriteSet,
     timestamp_next: u64,
 }
@@ -128,8 +137,9 @@ impl<'cache> BatchRun<'cache> {
                 .map(|transfer| (transfer.id, transfer))
                 .collect(),
             pending_states: input.pending_states.into_iter().collect(),
-            touched: HashSet::new(),
+            touched: Vec::new(),
             undo: Vec::new(),
+            recording_undo: false,
             writes: WriteSet::default(),
             timestamp_next: timestamp_start,
         };
@@ -143,6 +153,11 @@ impl<'cache> BatchRun<'cache> {
 
     /// Judges every request in order and returns the replies and what to write.
     pub fn execute(mut self, requests: &[&Request]) -> (Vec<Reply>, WriteSet) {
+        let events: usize = requests.iter().map(|request| request.len()).sum();
+        self.transfers.reserve(events);
+        self.touched.reserve(events.saturating_mul(2));
+        self.writes.transfers_created.reserve(events);
+        self.writes.transfer_links.reserve(events);
         let replies = requests
             .iter()
             .map(|request| match request {
@@ -165,14 +180,15 @@ impl<'cache> BatchRun<'cache> {
                 *account = *current;
             }
         }
-        let mut updated: Vec<Account> = self
+        // A stable order keeps lock acquisition deterministic in the store.
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        let updated: Vec<Account> = self
             .touched
             .iter()
             .filter(|id| !created.contains(id))
             .filter_map(|id| self.accounts.get(id).copied())
             .collect();
-        // A stable order keeps lock acquisition deterministic in the store.
-        updated.sort_unstable_by_key(|account| account.id);
         self.writes.accounts_updated = updated;
         self.writes.timestamp_last = self.timestamp_next.saturating_sub(1);
         self.writes
@@ -222,6 +238,7 @@ impl<'cache> BatchRun<'cache> {
         self.writes
             .transfers_created
             .truncate(marks.transfers_created);
+        self.writes.transfer_links.truncate(marks.transfers_created);
         self.writes
             .pending_inserted
             .truncate(marks.pending_inserted);
@@ -249,15 +266,23 @@ impl<'cache> BatchRun<'cache> {
 
     fn set_pending_state(&mut self, id: TransferId, state: PendingState) {
         let before = self.pending_states.insert(id, state);
-        self.undo.push(Undo::PendingState(id, before));
+        self.remember(Undo::PendingState(id, before));
         self.writes.pending_resolved.push((id, state));
+    }
+
+    fn remember(&mut self, undo: Undo) {
+        if self.recording_undo {
+            self.undo.push(undo);
+        }
     }
 
     fn update_account(&mut self, id: AccountId, change: impl FnOnce(&mut Account)) {
         if let Some(account) = self.accounts.get_mut(&id) {
-            self.undo.push(Undo::Account(*account));
+            if self.recording_undo {
+                self.undo.push(Undo::Account(*account));
+            }
             change(account);
-            self.touched.insert(id);
+            self.touched.push(id);
         }
     }
 
@@ -281,6 +306,7 @@ impl<'cache> BatchRun<'cache> {
                 replies[events.len() - 1] = results.linked_event_chain_open;
                 break;
             }
+            self.recording_undo = chain_end > index;
             let marks = self.marks();
             let mut failed = false;
             for position in index..=chain_end {
@@ -364,9 +390,10 @@ impl<'cache> BatchRun<'cache> {
             credits_pending: 0,
             credits_posted: 0,
             timestamp: self.next_timestamp(),
+            transfer_last: None,
         };
         self.accounts.insert(account.id, account);
-        self.undo.push(Undo::AccountCreated(account.id));
+        self.remember(Undo::AccountCreated(account.id));
         self.writes.accounts_created.push(account);
         R::Ok
     }
@@ -482,14 +509,12 @@ impl<'cache> BatchRun<'cache> {
             None
         };
         self.next_timestamp();
-        self.update_account(debit_account_id, |account| *account = debit_after);
-        self.update_account(credit_account_id, |account| *account = credit_after);
-        self.record_transfer(transfer);
+        self.record_transfer(transfer, debit_after, credit_after);
         if is_pending {
             let before = self
                 .pending_states
                 .insert(transfer.id, PendingState::Pending);
-            self.undo.push(Undo::PendingState(transfer.id, before));
+            self.remember(Undo::PendingState(transfer.id, before));
             self.writes
                 .pending_inserted
                 .push((transfer.id, expires_at_ns));
@@ -497,10 +522,26 @@ impl<'cache> BatchRun<'cache> {
         R::Ok
     }
 
-    fn record_transfer(&mut self, transfer: Transfer) {
+    /// Stores the transfer with both accounts' new balances, and makes it the head of both
+    /// accounts' histories.
+    fn record_transfer(
+        &mut self,
+        transfer: Transfer,
+        mut debit_after: Account,
+        mut credit_after: Account,
+    ) {
+        let links = TransferLinks {
+            debit_previous: debit_after.transfer_last.replace(transfer.id),
+            credit_previous: credit_after.transfer_last.replace(transfer.id),
+        };
+        self.update_account(transfer.debit_account_id, |account| *account = debit_after);
+        self.update_account(transfer.credit_account_id, |account| {
+            *account = credit_after
+        });
         self.transfers.insert(transfer.id, transfer);
-        self.undo.push(Undo::TransferCreated(transfer.id));
+        self.remember(Undo::TransferCreated(transfer.id));
         self.writes.transfers_created.push(transfer);
+        self.writes.transfer_links.push(links);
     }
 
     /// Posts or voids a pending transfer.
@@ -596,20 +637,22 @@ impl<'cache> BatchRun<'cache> {
             };
         }
         self.next_timestamp();
-        self.update_account(pending.debit_account_id, |account| *account = debit_after);
-        self.update_account(pending.credit_account_id, |account| *account = credit_after);
-        self.record_transfer(Transfer {
-            id: event.id,
-            debit_account_id: pending.debit_account_id,
-            credit_account_id: pending.credit_account_id,
-            amount,
-            pending_id: Some(pending_id),
-            ledger: pending.ledger,
-            code: pending.code,
-            flags: event.flags,
-            timeout_s: 0,
-            timestamp,
-        });
+        self.record_transfer(
+            Transfer {
+                id: event.id,
+                debit_account_id: pending.debit_account_id,
+                credit_account_id: pending.credit_account_id,
+                amount,
+                pending_id: Some(pending_id),
+                ledger: pending.ledger,
+                code: pending.code,
+                flags: event.flags,
+                timeout_s: 0,
+                timestamp,
+            },
+            debit_after,
+            credit_after,
+        );
         let state = if is_post {
             PendingState::Posted
         } else {

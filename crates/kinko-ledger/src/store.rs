@@ -2,7 +2,7 @@
 //! PostgreSQL. The writer owns one [`LedgerStore`]; readers share a [`LedgerReader`].
 
 use crate::invariants::InvariantReport;
-use crate::types::{Account, AccountId, PendingState, Transfer, TransferId};
+use crate::types::{Account, AccountId, PendingState, Transfer, TransferId, TransferLinks};
 
 /// A storage failure. The batch it happened in is rolled back whole.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub struct WriteSet {
     /// Final balances of every account the batch changed.
     pub accounts_updated: Vec<Account>,
     pub transfers_created: Vec<Transfer>,
+    /// Aligned with `transfers_created`: each transfer's place in its accounts' histories.
+    pub transfer_links: Vec<TransferLinks>,
     /// New pending transfers with their expiry, and state changes of existing ones.
     pub pending_inserted: Vec<(TransferId, Option<u64>)>,
     pub pending_resolved: Vec<(TransferId, PendingState)>,
@@ -85,12 +87,21 @@ pub trait LedgerStore: Send + 'static {
     fn rollback_batch(&mut self);
 }
 
-/// A page of an account's history.
+/// Where the previous page of a history stopped: its oldest transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub transfer_id: TransferId,
+    pub timestamp: u64,
+}
+
+/// A page of an account's history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
     pub transfers: Vec<Transfer>,
-    /// Pass back as `after_timestamp` for the next page; `None` on the last page.
-    pub next_cursor: Option<u64>,
+    /// Pass back as `before` for the next page; `None` when the range is exhausted. A page may
+    /// hold fewer than `limit` transfers (even none) and still have a cursor: the store stops
+    /// after scanning `HISTORY_SCAN_MAX` transfers so no request runs unbounded.
+    pub next: Option<HistoryCursor>,
 }
 
 /// A time range and page of an account's history.
@@ -101,12 +112,14 @@ pub struct HistoryQuery {
     pub from_ns: u64,
     /// Exclusive upper bound.
     pub to_ns: u64,
-    /// The cursor from the previous page: only transfers after this timestamp.
-    pub after_timestamp: Option<u64>,
+    /// The cursor from the previous page: only transfers older than it.
+    pub before: Option<HistoryCursor>,
     pub limit: u32,
 }
 
 pub const HISTORY_LIMIT_MAX: u32 = 1_000;
+/// Transfers one history request may step over (outside the range) before it returns.
+pub const HISTORY_SCAN_MAX: u32 = 100_000;
 
 /// Reads that need no writer: balances, history, invariant checks.
 pub trait LedgerReader: Send + Sync + 'static {

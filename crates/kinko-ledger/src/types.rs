@@ -105,6 +105,8 @@ pub struct Account {
     pub credits_posted: u64,
     /// When the ledger created it, in ns since the epoch; unique across all events.
     pub timestamp: u64,
+    /// The newest transfer that debited or credited this account: the head of its history.
+    pub transfer_last: Option<TransferId>,
 }
 
 impl Account {
@@ -190,6 +192,14 @@ impl Transfer {
             None
         }
     }
+}
+
+/// For each side of a transfer, the account's previous transfer: a per-account linked list,
+/// newest first, that lets the SQLite store serve history without a secondary index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLinks {
+    pub debit_previous: Option<TransferId>,
+    pub credit_previous: Option<TransferId>,
 }
 
 /// Where a pending transfer stands.

@@ -5,8 +5,10 @@
 //! nothing written; the writer forgets its cache so the next batch starts from storage.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use kinko_core::{Clock, ErrorCode, ErrorKind};
 use tokio::sync::{mpsc, oneshot};
@@ -86,6 +88,46 @@ impl ErrorCode for LedgerError {
     }
 }
 
+/// Where the writer's time goes, cumulative since start; read by `kinko bench ledger`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    /// Beginning the transaction and loading accounts, transfers and pending states.
+    pub load_ns: AtomicU64,
+    /// Judging the batch in memory.
+    pub judge_ns: AtomicU64,
+    /// Writing rows and committing (including the fsync).
+    pub commit_ns: AtomicU64,
+}
+
+/// A copy of [`WriterStats`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStatsSnapshot {
+    pub batches: u64,
+    pub events: u64,
+    pub load_ns: u64,
+    pub judge_ns: u64,
+    pub commit_ns: u64,
+}
+
+impl WriterStats {
+    pub fn snapshot(&self) -> WriterStatsSnapshot {
+        WriterStatsSnapshot {
+            batches: self.batches.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            load_ns: self.load_ns.load(Ordering::Relaxed),
+            judge_ns: self.judge_ns.load(Ordering::Relaxed),
+            commit_ns: self.commit_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn add_elapsed(counter: &AtomicU64, since: Instant) {
+    let elapsed_ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    counter.fetch_add(elapsed_ns, Ordering::Relaxed);
+}
+
 struct Job {
     request: Request,
     reply: oneshot::Sender<Result<Reply, LedgerError>>,
@@ -96,6 +138,7 @@ pub struct Ledger {
     sender: mpsc::Sender<Job>,
     reader: Arc<dyn LedgerReader>,
     config: WriterConfig,
+    stats: Arc<WriterStats>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -109,16 +152,28 @@ impl Ledger {
     ) -> Result<Self, LedgerError> {
         config.validate()?;
         let (sender, receiver) = mpsc::channel(config.queue_requests_max);
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = Arc::clone(&stats);
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || Writer::new(store, clock, config).run(receiver))
+            .spawn(move || Writer::new(store, clock, config, writer_stats).run(receiver))
             .map_err(|_| LedgerError::Stopped)?;
         Ok(Self {
             sender,
             reader,
             config,
+            stats,
             writer: Mutex::new(Some(writer)),
         })
+    }
+
+    pub fn stats(&self) -> WriterStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// False once the writer thread has ended (it stops only on shutdown or a panic).
+    pub fn is_running(&self) -> bool {
+        !self.sender.is_closed()
     }
 
     pub fn reader(&self) -> &Arc<dyn LedgerReader> {
@@ -215,17 +270,24 @@ struct Writer {
     store: Box<dyn LedgerStore>,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
+    stats: Arc<WriterStats>,
     accounts: HashMap<AccountId, Account>,
     /// The batch sequence this writer committed last; `None` forces a reload.
     sequence_committed: Option<u64>,
 }
 
 impl Writer {
-    fn new(store: Box<dyn LedgerStore>, clock: Arc<dyn Clock>, config: WriterConfig) -> Self {
+    fn new(
+        store: Box<dyn LedgerStore>,
+        clock: Arc<dyn Clock>,
+        config: WriterConfig,
+        stats: Arc<WriterStats>,
+    ) -> Self {
         Self {
             store,
             clock,
             config,
+            stats,
             accounts: HashMap::new(),
             sequence_committed: None,
         }
@@ -257,8 +319,23 @@ impl Writer {
                 }
             }
             let requests: Vec<&Request> = jobs.iter().map(|job| &job.request).collect();
+            let started = Instant::now();
             let outcome = self.commit(&requests);
             drop(requests);
+            metrics::histogram!("kinko_ledger_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("kinko_ledger_batch_events").record(events as f64);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .events
+                .fetch_add(u64::try_from(events).unwrap_or(u64::MAX), Ordering::Relaxed);
+            let outcome_label = if outcome.is_ok() {
+                "committed"
+            } else {
+                "failed"
+            };
+            metrics::counter!("kinko_ledger_batches_total", "outcome" => outcome_label)
+                .increment(1);
             match outcome {
                 Ok(replies) => {
                     for (job, reply) in jobs.into_iter().zip(replies) {
@@ -277,6 +354,7 @@ impl Writer {
     }
 
     fn commit(&mut self, requests: &[&Request]) -> Result<Vec<Reply>, StoreError> {
+        let load_started = Instant::now();
         let start = match self.store.begin_batch() {
             Ok(start) => start,
             Err(error) => {
@@ -285,7 +363,12 @@ impl Writer {
                 return Err(error);
             }
         };
-        match self.judge_and_write(requests, start.sequence_before, start.timestamp_last) {
+        match self.judge_and_write(
+            requests,
+            start.sequence_before,
+            start.timestamp_last,
+            load_started,
+        ) {
             Ok(replies) => {
                 self.sequence_committed = Some(start.sequence_before.saturating_add(1));
                 Ok(replies)
@@ -308,6 +391,7 @@ impl Writer {
         requests: &[&Request],
         sequence_before: u64,
         timestamp_last: u64,
+        load_started: Instant,
     ) -> Result<Vec<Reply>, StoreError> {
         // Another writer committed since our last batch: our balances may be stale.
         if self.sequence_committed != Some(sequence_before)
@@ -347,9 +431,16 @@ impl Writer {
         self.store
             .load_transfers(&keys.transfer_ids, &mut input.transfers)?;
 
+        add_elapsed(&self.stats.load_ns, load_started);
+
+        let judge_started = Instant::now();
         let (replies, writes) =
             BatchRun::new(&mut self.accounts, input, timestamp_start).execute(requests);
+        add_elapsed(&self.stats.judge_ns, judge_started);
+
+        let commit_started = Instant::now();
         self.store.commit_batch(&writes)?;
+        add_elapsed(&self.stats.commit_ns, commit_started);
         Ok(replies)
     }
 }

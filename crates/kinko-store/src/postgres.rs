@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kinko_ledger::invariants::{AccountAudit, InvariantViolation, evaluate};
-use kinko_ledger::store::{HISTORY_LIMIT_MAX, HistoryPage, HistoryQuery};
+use kinko_ledger::store::{HISTORY_LIMIT_MAX, HistoryCursor, HistoryPage, HistoryQuery};
 use kinko_ledger::{
     Account, AccountFlags, AccountId, BatchStart, InvariantReport, LedgerReader, LedgerStore,
     PendingState, StoreError, Transfer, TransferFlags, TransferId, WriteSet,
@@ -19,7 +19,6 @@ use postgres::{Client, NoTls, Row};
 use uuid::Uuid;
 
 use crate::migrations;
-use crate::sqlite::page_of;
 
 fn fail(error: postgres::Error) -> StoreError {
     StoreError::new(format!("postgres: {error}"))
@@ -117,7 +116,13 @@ fn get_transfer_id(row: &Row, index: usize) -> Result<TransferId, StoreError> {
 }
 
 const ACCOUNT_COLUMNS: &str = "id, ledger, code, flags, debits_pending, debits_posted, \
-     credits_pending, credits_posted, timestamp";
+     credits_pending, credits_posted, timestamp, transfer_last";
+
+fn get_optional_transfer_id(row: &Row, index: usize) -> Result<Option<TransferId>, StoreError> {
+    let id: Option<Uuid> = row.try_get(index).map_err(fail)?;
+    id.map(|id| TransferId::from_u128(id.as_u128()).map_err(|_| corrupt("transfer id")))
+        .transpose()
+}
 
 fn account_from_row(row: &Row) -> Result<Account, StoreError> {
     Ok(Account {
@@ -130,6 +135,7 @@ fn account_from_row(row: &Row) -> Result<Account, StoreError> {
         credits_pending: get_u64(row, 6)?,
         credits_posted: get_u64(row, 7)?,
         timestamp: get_u64(row, 8)?,
+        transfer_last: get_optional_transfer_id(row, 9)?,
     })
 }
 
@@ -137,19 +143,13 @@ const TRANSFER_COLUMNS: &str = "id, debit_account_id, credit_account_id, amount,
      ledger, code, flags, timeout_s, timestamp";
 
 fn transfer_from_row(row: &Row) -> Result<Transfer, StoreError> {
-    let pending_id: Option<Uuid> = row.try_get(4).map_err(fail)?;
     let timeout_s: i64 = row.try_get(8).map_err(fail)?;
     Ok(Transfer {
         id: get_transfer_id(row, 0)?,
         debit_account_id: get_account_id(row, 1)?,
         credit_account_id: get_account_id(row, 2)?,
         amount: get_u64(row, 3)?,
-        pending_id: match pending_id {
-            Some(id) => {
-                Some(TransferId::from_u128(id.as_u128()).map_err(|_| corrupt("pending id"))?)
-            }
-            None => None,
-        },
+        pending_id: get_optional_transfer_id(row, 4)?,
         ledger: get_u32(row, 5)?,
         code: get_u16(row, 6)?,
         flags: TransferFlags::from_bits(get_u16(row, 7)?),
@@ -187,12 +187,14 @@ impl PostgresLedgerStore {
                 .iter()
                 .map(|a| to_i64(a.timestamp))
                 .collect::<Result<Vec<i64>, _>>()?;
+            let heads = history_heads(accounts);
             client
                 .execute(
                     "INSERT INTO ledger_accounts (id, ledger, code, flags, debits_pending,
-                        debits_posted, credits_pending, credits_posted, timestamp)
+                        debits_posted, credits_pending, credits_posted, timestamp, transfer_last)
                      SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::int[], $4::int[],
-                        $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])",
+                        $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
+                        $10::uuid[])",
                     &[
                         &ids,
                         &ledgers,
@@ -203,6 +205,7 @@ impl PostgresLedgerStore {
                         &balances[2],
                         &balances[3],
                         &timestamps,
+                        &heads,
                     ],
                 )
                 .map_err(fail)?;
@@ -265,16 +268,25 @@ impl PostgresLedgerStore {
             let accounts = &writes.accounts_updated;
             let ids: Vec<Uuid> = accounts.iter().map(|a| uuid_of(a.id.as_u128())).collect();
             let balances = balance_columns(accounts)?;
+            let heads = history_heads(accounts);
             let updated = client
                 .execute(
                     "UPDATE ledger_accounts AS a SET debits_pending = u.debits_pending,
                         debits_posted = u.debits_posted, credits_pending = u.credits_pending,
-                        credits_posted = u.credits_posted
+                        credits_posted = u.credits_posted, transfer_last = u.transfer_last
                      FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[],
-                        $5::bigint[])
-                        AS u(id, debits_pending, debits_posted, credits_pending, credits_posted)
+                        $5::bigint[], $6::uuid[])
+                        AS u(id, debits_pending, debits_posted, credits_pending, credits_posted,
+                             transfer_last)
                      WHERE a.id = u.id",
-                    &[&ids, &balances[0], &balances[1], &balances[2], &balances[3]],
+                    &[
+                        &ids,
+                        &balances[0],
+                        &balances[1],
+                        &balances[2],
+                        &balances[3],
+                        &heads,
+                    ],
                 )
                 .map_err(fail)?;
             if updated != accounts.len() as u64 {
@@ -332,6 +344,13 @@ impl PostgresLedgerStore {
             .map_err(fail)?;
         Ok(())
     }
+}
+
+fn history_heads(accounts: &[Account]) -> Vec<Option<Uuid>> {
+    accounts
+        .iter()
+        .map(|account| account.transfer_last.map(|id| uuid_of(id.as_u128())))
+        .collect()
 }
 
 fn balance_columns(accounts: &[Account]) -> Result<[Vec<i64>; 4], StoreError> {
@@ -541,13 +560,17 @@ impl LedgerReader for PostgresLedgerReader {
         })
     }
 
+    /// Newest first from the (account, timestamp) indexes.
     fn account_history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
         let limit = query.limit.clamp(1, HISTORY_LIMIT_MAX);
-        let lower = match query.after_timestamp {
-            Some(after) => after.saturating_add(1).max(query.from_ns),
-            None => query.from_ns,
+        let upper = match query.before {
+            Some(cursor) => cursor.timestamp.min(query.to_ns),
+            None => query.to_ns,
         };
-        let (lower, upper) = (to_i64(lower)?, to_i64(query.to_ns.min(i64::MAX as u64))?);
+        let (lower, upper) = (
+            to_i64(query.from_ns.min(i64::MAX as u64))?,
+            to_i64(upper.min(i64::MAX as u64))?,
+        );
         let account = uuid_of(query.account_id.as_u128());
         let mut transfers = self.with(|client| {
             let rows = client
@@ -555,12 +578,12 @@ impl LedgerReader for PostgresLedgerReader {
                     &format!(
                         "(SELECT {TRANSFER_COLUMNS} FROM ledger_transfers
                            WHERE debit_account_id = $1 AND timestamp >= $2 AND timestamp < $3
-                           ORDER BY timestamp LIMIT $4)
+                           ORDER BY timestamp DESC LIMIT $4)
                          UNION ALL
                          (SELECT {TRANSFER_COLUMNS} FROM ledger_transfers
                            WHERE credit_account_id = $1 AND timestamp >= $2 AND timestamp < $3
-                           ORDER BY timestamp LIMIT $4)
-                         ORDER BY timestamp LIMIT $4"
+                           ORDER BY timestamp DESC LIMIT $4)
+                         ORDER BY timestamp DESC LIMIT $4"
                     ),
                     &[&account, &lower, &upper, &(i64::from(limit) + 1)],
                 )
@@ -569,7 +592,20 @@ impl LedgerReader for PostgresLedgerReader {
                 .map(transfer_from_row)
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        Ok(page_of(&mut transfers, limit))
+        // One extra row was fetched to learn whether another page follows.
+        let more = transfers.len() > limit as usize;
+        transfers.truncate(limit as usize);
+        Ok(HistoryPage {
+            next: if more {
+                transfers.last().map(|last| HistoryCursor {
+                    transfer_id: last.id,
+                    timestamp: last.timestamp,
+                })
+            } else {
+                None
+            },
+            transfers,
+        })
     }
 
     fn check_invariants(&self) -> Result<InvariantReport, StoreError> {

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kinko_ledger::invariants::{AccountAudit, InvariantViolation, evaluate};
-use kinko_ledger::store::{HISTORY_LIMIT_MAX, HistoryPage, HistoryQuery};
+use kinko_ledger::store::{
+    HISTORY_LIMIT_MAX, HISTORY_SCAN_MAX, HistoryCursor, HistoryPage, HistoryQuery,
+};
 use kinko_ledger::{
     Account, AccountFlags, AccountId, BatchStart, InvariantReport, LedgerReader, LedgerStore,
     PendingState, StoreError, Transfer, TransferFlags, TransferId, WriteSet,
@@ -115,7 +117,16 @@ fn read_transfer_id(row: &Row<'_>, index: usize) -> rusqlite::Result<TransferId>
 }
 
 const ACCOUNT_COLUMNS: &str = "id, ledger, code, flags, debits_pending, debits_posted, \
-     credits_pending, credits_posted, timestamp";
+     credits_pending, credits_posted, timestamp, transfer_last";
+
+fn read_optional_transfer_id(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<TransferId>> {
+    let bytes: Option<[u8; 16]> = row.get(index)?;
+    bytes
+        .map(|bytes| {
+            TransferId::from_u128(u128::from_be_bytes(bytes)).map_err(|_| invalid_id(index))
+        })
+        .transpose()
+}
 
 fn account_from_row(row: &Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
@@ -128,6 +139,7 @@ fn account_from_row(row: &Row<'_>) -> rusqlite::Result<Account> {
         credits_pending: read_u64(row, 6)?,
         credits_posted: read_u64(row, 7)?,
         timestamp: read_u64(row, 8)?,
+        transfer_last: read_optional_transfer_id(row, 9)?,
     })
 }
 
@@ -135,18 +147,12 @@ const TRANSFER_COLUMNS: &str = "id, debit_account_id, credit_account_id, amount,
      ledger, code, flags, timeout_s, timestamp";
 
 fn transfer_from_row(row: &Row<'_>) -> rusqlite::Result<Transfer> {
-    let pending_id: Option<[u8; 16]> = row.get(4)?;
     Ok(Transfer {
         id: read_transfer_id(row, 0)?,
         debit_account_id: read_account_id(row, 1)?,
         credit_account_id: read_account_id(row, 2)?,
         amount: read_u64(row, 3)?,
-        pending_id: match pending_id {
-            Some(bytes) => {
-                Some(TransferId::from_u128(u128::from_be_bytes(bytes)).map_err(|_| invalid_id(4))?)
-            }
-            None => None,
-        },
+        pending_id: read_optional_transfer_id(row, 4)?,
         ledger: row.get(5)?,
         code: row.get(6)?,
         flags: TransferFlags::from_bits(row.get(7)?),
@@ -176,8 +182,8 @@ impl SqliteLedgerStore {
         if !writes.accounts_created.is_empty() {
             let mut insert = connection.prepare_cached(
                 "INSERT INTO ledger_accounts (id, ledger, code, flags, debits_pending,
-                    debits_posted, credits_pending, credits_posted, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    debits_posted, credits_pending, credits_posted, timestamp, transfer_last)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for account in &writes.accounts_created {
                 insert.execute(params![
@@ -190,16 +196,18 @@ impl SqliteLedgerStore {
                     account.credits_pending as i64,
                     account.credits_posted as i64,
                     account.timestamp as i64,
+                    account.transfer_last.map(|id| id_bytes(id.as_u128())),
                 ])?;
             }
         }
         if !writes.transfers_created.is_empty() {
             let mut insert = connection.prepare_cached(
                 "INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount,
-                    pending_id, ledger, code, flags, timeout_s, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    pending_id, ledger, code, flags, timeout_s, timestamp, debit_previous,
+                    credit_previous)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
-            for transfer in &writes.transfers_created {
+            for (transfer, links) in writes.transfers_created.iter().zip(&writes.transfer_links) {
                 insert.execute(params![
                     id_bytes(transfer.id.as_u128()),
                     id_bytes(transfer.debit_account_id.as_u128()),
@@ -211,13 +219,15 @@ impl SqliteLedgerStore {
                     transfer.flags.bits(),
                     transfer.timeout_s,
                     transfer.timestamp as i64,
+                    links.debit_previous.map(|id| id_bytes(id.as_u128())),
+                    links.credit_previous.map(|id| id_bytes(id.as_u128())),
                 ])?;
             }
         }
         if !writes.accounts_updated.is_empty() {
             let mut update = connection.prepare_cached(
                 "UPDATE ledger_accounts SET debits_pending = ?2, debits_posted = ?3,
-                    credits_pending = ?4, credits_posted = ?5
+                    credits_pending = ?4, credits_posted = ?5, transfer_last = ?6
                  WHERE id = ?1",
             )?;
             for account in &writes.accounts_updated {
@@ -227,6 +237,7 @@ impl SqliteLedgerStore {
                     account.debits_posted as i64,
                     account.credits_pending as i64,
                     account.credits_posted as i64,
+                    account.transfer_last.map(|id| id_bytes(id.as_u128())),
                 ])?;
                 if changed != 1 {
                     return Err(rusqlite::Error::StatementChangedRows(changed));
@@ -462,30 +473,67 @@ impl LedgerReader for SqliteLedgerReader {
         })
     }
 
+    /// Walks the account's linked list from its newest transfer (or from the cursor) towards
+    /// older ones; each step is one primary-key lookup.
     fn account_history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-        let limit = query.limit.clamp(1, HISTORY_LIMIT_MAX);
-        let lower = match query.after_timestamp {
-            Some(after) => after.saturating_add(1).max(query.from_ns),
-            None => query.from_ns,
-        };
-        let (lower, upper) = (to_i64(lower)?, to_i64(query.to_ns.min(i64::MAX as u64))?);
-        let account = id_bytes(query.account_id.as_u128());
-        let mut transfers = self.with(|connection| {
+        let limit = query.limit.clamp(1, HISTORY_LIMIT_MAX) as usize;
+        let account = query.account_id;
+        self.with(|connection| {
             let mut select = connection.prepare_cached(&format!(
-                "SELECT {TRANSFER_COLUMNS} FROM ledger_transfers
-                   WHERE debit_account_id = ?1 AND timestamp >= ?2 AND timestamp < ?3
-                 UNION ALL
-                 SELECT {TRANSFER_COLUMNS} FROM ledger_transfers
-                   WHERE credit_account_id = ?1 AND timestamp >= ?2 AND timestamp < ?3
-                 ORDER BY timestamp LIMIT ?4"
+                "SELECT {TRANSFER_COLUMNS}, debit_previous, credit_previous
+                 FROM ledger_transfers WHERE id = ?1"
             ))?;
-            let rows = select.query_map(
-                params![account, lower, upper, i64::from(limit) + 1],
-                transfer_from_row,
-            )?;
-            rows.collect::<rusqlite::Result<Vec<Transfer>>>()
-        })?;
-        Ok(page_of(&mut transfers, limit))
+            // A transfer with the account's link to the one before it.
+            let mut fetch = |id: TransferId| {
+                select.query_row([id_bytes(id.as_u128())], |row| {
+                    let transfer = transfer_from_row(row)?;
+                    let previous = if transfer.debit_account_id == account {
+                        read_optional_transfer_id(row, 10)?
+                    } else {
+                        read_optional_transfer_id(row, 11)?
+                    };
+                    Ok((transfer, previous))
+                })
+            };
+            let mut next = match query.before {
+                Some(cursor) => fetch(cursor.transfer_id)
+                    .optional()?
+                    .and_then(|(_, previous)| previous),
+                None => connection
+                    .prepare_cached("SELECT transfer_last FROM ledger_accounts WHERE id = ?1")?
+                    .query_row([id_bytes(account.as_u128())], |row| {
+                        read_optional_transfer_id(row, 0)
+                    })
+                    .optional()?
+                    .flatten(),
+            };
+            let mut page = HistoryPage {
+                transfers: Vec::with_capacity(limit),
+                next: None,
+            };
+            let mut last_visited = None;
+            let mut scanned = 0;
+            while let Some(id) = next {
+                if page.transfers.len() == limit || scanned == HISTORY_SCAN_MAX {
+                    page.next = last_visited;
+                    break;
+                }
+                let (transfer, previous) = fetch(id)?;
+                scanned += 1;
+                if transfer.timestamp < query.from_ns {
+                    break;
+                }
+                if transfer.timestamp < query.to_ns {
+                    page.transfers.push(transfer);
+                }
+                last_visited = Some(HistoryCursor {
+                    transfer_id: transfer.id,
+                    timestamp: transfer.timestamp,
+                });
+                next = previous;
+            }
+            Ok(page)
+        })
     }
 
     fn check_invariants(&self) -> Result<InvariantReport, StoreError> {
@@ -585,18 +633,3 @@ const STRUCTURE_CHECKS: &[(&str, &str)] = &[
         "pending state disagrees with the transfers that resolve it",
     ),
 ];
-
-/// Trims the extra row fetched to learn whether another page follows.
-pub(crate) fn page_of(transfers: &mut Vec<Transfer>, limit: u32) -> HistoryPage {
-    let limit = limit as usize;
-    let next_cursor = if transfers.len() > limit {
-        transfers.truncate(limit);
-        transfers.last().map(|transfer| transfer.timestamp)
-    } else {
-        None
-    };
-    HistoryPage {
-        transfers: std::mem::take(transfers),
-        next_cursor,
-    }
-}

@@ -236,14 +236,14 @@ fn single_phase_transfer_moves_money_and_shows_in_history(backend: &str) {
             account_id: wallet,
             from_ns: 0,
             to_ns: u64::MAX,
-            after_timestamp: None,
+            before: None,
             limit: 10,
         })
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(page.transfers.len(), 2);
-    assert_eq!(page.transfers[1].id, paid);
-    assert!(page.transfers[0].timestamp < page.transfers[1].timestamp);
-    assert_eq!(page.next_cursor, None);
+    assert_eq!(page.transfers[0].id, paid, "newest first");
+    assert!(page.transfers[0].timestamp > page.transfers[1].timestamp);
+    assert_eq!(page.next, None);
     harness.assert_clean();
 }
 
@@ -779,18 +779,19 @@ fn history_pages_by_cursor_and_time_range(backend: &str) {
                 account_id: merchant,
                 from_ns: start_ns,
                 to_ns: end_ns + 1,
-                after_timestamp: cursor,
+                before: cursor,
                 limit: 10,
             })
             .unwrap_or_else(|error| panic!("{error}"));
         assert!(page.transfers.len() <= 10);
         seen.extend(page.transfers.iter().map(|transfer| transfer.id));
-        match page.next_cursor {
+        match page.next {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
-    assert_eq!(seen, paid, "pages must cover the range once, in order");
+    paid.reverse();
+    assert_eq!(seen, paid, "pages must cover the range once, newest first");
 }
 
 fn ten_thousand_concurrent_debits_never_overdraw(backend: &str) {

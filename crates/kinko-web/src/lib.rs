@@ -1,1 +1,97 @@
-//! placeholder
+//! Kinko's HTTP surface. Handlers parse the request into domain types, call one service
+//! function and map the result; they hold no SQL and no business rules.
+//!
+//! Today: `GET /healthz` and `GET /metrics` (Prometheus text). The `/api/v1` routes arrive with
+//! the identity and payments issues and follow `problem.rs` for errors.
+
+pub mod problem;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kinko_ledger::Ledger;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+/// Every request body is bounded; nothing Kinko accepts today is larger.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Every request is bounded in time.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub metrics: PrometheusHandle,
+    /// `sqlite` or `postgres`, for the health answer.
+    pub store_kind: &'static str,
+}
+
+/// The whole router: testable without a socket, served by `kinko serve`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(REQUEST_BODY_BYTES_MAX))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+        ))
+        .with_state(state)
+}
+
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    store: &'static str,
+}
+
+/// Healthy when the ledger writer runs and the store answers a read.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let ledger = Arc::clone(&state.ledger);
+    let store_answers = tokio::task::spawn_blocking(move || ledger.reader().lookup_accounts(&[]))
+        .await
+        .map(|result| result.is_ok())
+        .unwrap_or(false);
+    if state.ledger.is_running() && store_answers {
+        Json(Health {
+            status: "ok",
+            store: state.store_kind,
+        })
+        .into_response()
+    } else {
+        problem::Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNHEALTHY",
+            "The ledger or its store is not answering.",
+        )
+        .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    problem::Problem::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "There is nothing at this address.",
+    )
+    .into_response()
+}

@@ -20,6 +20,9 @@ CREATE TABLE ledger_accounts (
     credits_pending BIGINT NOT NULL CHECK (credits_pending >= 0),
     credits_posted BIGINT NOT NULL CHECK (credits_posted >= 0),
     timestamp BIGINT NOT NULL,
+    -- Head of the account's history (newest transfer); PostgreSQL serves history from the
+    -- (account, timestamp) indexes below, but keeps the head so accounts read the same.
+    transfer_last UUID,
     -- The flags are enforced by the database too: a bug above cannot overdraw a wallet.
     CHECK ((flags & 2) = 0 OR debits_pending::NUMERIC + debits_posted <= credits_posted),
     CHECK ((flags & 4) = 0 OR credits_pending::NUMERIC + credits_posted <= debits_posted)

@@ -19,11 +19,18 @@ CREATE TABLE ledger_accounts (
     credits_pending INTEGER NOT NULL CHECK (credits_pending >= 0),
     credits_posted INTEGER NOT NULL CHECK (credits_posted >= 0),
     timestamp INTEGER NOT NULL,
+    -- Head of the account's history (newest transfer); see ledger_transfers.
+    transfer_last BLOB,
     -- The flags are enforced by the database too: a bug above cannot overdraw a wallet.
     CHECK ((flags & 2) = 0 OR debits_pending + debits_posted <= credits_posted),
     CHECK ((flags & 4) = 0 OR credits_pending + credits_posted <= debits_posted)
 ) WITHOUT ROWID;
 
+-- Keyed by id only: time-ordered ids append at the end of the one B-tree. Each transfer
+-- points to the previous transfer of its debit and of its credit account, so an account's
+-- history is a linked list from ledger_accounts.transfer_last, newest first. Secondary
+-- (account, time) indexes would cost two random B-tree inserts per transfer, which halved
+-- throughput in `kinko bench ledger` (docs/ARCHITECTURE.md, "History without an index").
 CREATE TABLE ledger_transfers (
     id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 16),
     debit_account_id BLOB NOT NULL,
@@ -34,10 +41,10 @@ CREATE TABLE ledger_transfers (
     code INTEGER NOT NULL,
     flags INTEGER NOT NULL,
     timeout_s INTEGER NOT NULL,
-    timestamp INTEGER NOT NULL
+    timestamp INTEGER NOT NULL,
+    debit_previous BLOB,
+    credit_previous BLOB
 ) WITHOUT ROWID;
-CREATE INDEX ledger_transfers_debit_history ON ledger_transfers (debit_account_id, timestamp);
-CREATE INDEX ledger_transfers_credit_history ON ledger_transfers (credit_account_id, timestamp);
 CREATE INDEX ledger_transfers_resolving ON ledger_transfers (pending_id) WHERE pending_id IS NOT NULL;
 
 CREATE TABLE ledger_pending (

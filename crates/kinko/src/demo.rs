@@ -1,0 +1,167 @@
+//! `kinko demo`: the platform on a seeded store, for a first look. Seeding is idempotent
+//! (fixed ids), so running the demo twice shows the same money, not twice as much.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kinko_core::Money;
+use kinko_ledger::{
+    AccountFlags, AccountId, CreateAccountResult, CreateTransferResult, LEDGER_JPY, Ledger,
+    NewAccount, TransferId, TransferRequest, WriterConfig,
+};
+
+use crate::StoreArgs;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// TCP port; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Account codes of the chart of accounts (DESIGN §4) used by the seed.
+const CODE_SETTLEMENT: u16 = 10;
+const CODE_WALLET: u16 = 20;
+const CODE_PAYABLE: u16 = 30;
+const CODE_CHARGE: u16 = 1;
+const CODE_PAYMENT: u16 = 2;
+
+struct SeedAccount {
+    name: &'static str,
+    id: u128,
+    code: u16,
+    flags: AccountFlags,
+}
+
+const SEED_ACCOUNTS: [SeedAccount; 4] = [
+    SeedAccount {
+        name: "みずほ銀行 settlement (0001)",
+        id: 0x0192_0000_0000_7000_8000_0000_0000_0001,
+        code: CODE_SETTLEMENT,
+        flags: AccountFlags::NONE,
+    },
+    SeedAccount {
+        name: "wallet: 山田花子 (hanako)",
+        id: 0x0192_0000_0000_7000_8000_0000_0000_0002,
+        code: CODE_WALLET,
+        flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+    },
+    SeedAccount {
+        name: "wallet: 佐藤太郎 (taro)",
+        id: 0x0192_0000_0000_7000_8000_0000_0000_0003,
+        code: CODE_WALLET,
+        flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+    },
+    SeedAccount {
+        name: "merchant payable: 金庫カフェ",
+        id: 0x0192_0000_0000_7000_8000_0000_0000_0004,
+        code: CODE_PAYABLE,
+        flags: AccountFlags::NONE,
+    },
+];
+
+/// (transfer id, debit index, credit index, yen, code)
+const SEED_TRANSFERS: [(u128, usize, usize, u64, u16); 3] = [
+    (
+        0x0192_0000_0000_7000_9000_0000_0000_0001,
+        0,
+        1,
+        10_000,
+        CODE_CHARGE,
+    ),
+    (
+        0x0192_0000_0000_7000_9000_0000_0000_0002,
+        0,
+        2,
+        5_000,
+        CODE_CHARGE,
+    ),
+    (
+        0x0192_0000_0000_7000_9000_0000_0000_0003,
+        1,
+        3,
+        1_200,
+        CODE_PAYMENT,
+    ),
+];
+
+fn account_id(raw: u128) -> anyhow::Result<AccountId> {
+    Ok(AccountId::from_u128(raw)?)
+}
+
+fn seed(ledger: &Ledger) -> anyhow::Result<()> {
+    let accounts = SEED_ACCOUNTS
+        .iter()
+        .map(|seed| {
+            Ok(NewAccount {
+                id: account_id(seed.id)?,
+                ledger: LEDGER_JPY,
+                code: seed.code,
+                flags: seed.flags,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for result in ledger.create_accounts_blocking(accounts)? {
+        if !matches!(
+            result,
+            CreateAccountResult::Ok | CreateAccountResult::Exists
+        ) {
+            bail!("seeding an account failed: {result}");
+        }
+    }
+    let transfers = SEED_TRANSFERS
+        .iter()
+        .map(|(id, debit, credit, amount, code)| {
+            Ok(TransferRequest::single_phase(
+                TransferId::from_u128(*id)?,
+                account_id(SEED_ACCOUNTS[*debit].id)?,
+                account_id(SEED_ACCOUNTS[*credit].id)?,
+                *amount,
+                LEDGER_JPY,
+                *code,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for result in ledger.create_transfers_blocking(transfers)? {
+        if !matches!(
+            result,
+            CreateTransferResult::Ok | CreateTransferResult::Exists
+        ) {
+            bail!("seeding a transfer failed: {result}");
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let location = args.store.location()?;
+    let ledger = crate::start_ledger(&location, WriterConfig::DEFAULT)?;
+    seed(&ledger).context("seeding the demo")?;
+    let ids = SEED_ACCOUNTS
+        .iter()
+        .map(|seed| account_id(seed.id))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let accounts = ledger.reader().lookup_accounts(&ids)?;
+    let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port);
+    crate::serve::serve(ledger, &location, address, |address| {
+        println!("Kinko demo on {}", location.describe());
+        println!("  URL:     http://{address}/");
+        println!("  health:  http://{address}/healthz");
+        println!("  metrics: http://{address}/metrics");
+        println!("Seeded ledger accounts (JPY):");
+        for (seed, account) in SEED_ACCOUNTS.iter().zip(&accounts) {
+            let balance = i64::try_from(account.credit_balance_posted()).unwrap_or(i64::MAX);
+            println!(
+                "  {:<34} {:>10}",
+                seed.name,
+                Money::yen(balance).to_string()
+            );
+        }
+        println!("Press Ctrl-C to stop.");
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
