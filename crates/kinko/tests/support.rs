@@ -1,0 +1,141 @@
+//! Shared helpers for the binary's tests: where the data lives, running `kinko`, and plain
+//! HTTP/1.1 over a TCP socket (real HTTP without pulling in a client crate).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `kinko` store arguments for a fresh store of `backend`, and the temp dir to keep alive.
+pub fn fresh_store(backend: &str) -> (Vec<String>, Option<tempfile::TempDir>) {
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+            (
+                vec!["--data-dir".into(), dir.path().display().to_string()],
+                Some(dir),
+            )
+        }
+        _ => {
+            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
+                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
+            });
+            let url = kinko_store::postgres::testing::fresh_database(&admin)
+                .unwrap_or_else(|error| panic!("{error}"));
+            (vec!["--database-url".into(), url], None)
+        }
+    }
+}
+
+pub fn kinko() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinko"));
+    command
+        .env_remove("KINKO_DATABASE_URL")
+        .env("KINKO_LOG", "warn");
+    command
+}
+
+/// Starts `kinko serve --port 0 …` and returns the child with the address it printed.
+pub fn spawn_server(subcommand: &str, store: &[String]) -> (Child, String) {
+    let mut child = kinko()
+        .arg(subcommand)
+        .args(["--port", "0"])
+        .args(store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|error| panic!("spawn: {error}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("server exited before listening"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest
+                .split(|c: char| c == '/' || c.is_whitespace())
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One request on a fresh connection, `Connection: close`, body read to the end.
+pub fn http(address: &str, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+    let mut stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("{error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut head_lines = head.lines();
+    let status = head_lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers = head_lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
