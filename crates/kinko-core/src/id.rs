@@ -52,9 +52,6 @@ macro_rules! typed_id {
                 self.0
             }
 
-            pub fn to_be_bytes(self) -> [u8; 16] {
-                self.0.to_be_bytes()
-            }
         }
 
         impl ::std::fmt::Display for $name {

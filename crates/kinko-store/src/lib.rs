@@ -96,10 +96,11 @@ pub fn migrate(location: &StoreLocation) -> Result<Vec<&'static str>, StoreError
     }
 }
 
+/// The ledger writer's store and the shared reader, over one database.
+pub type LedgerStores = (Box<dyn LedgerStore>, Arc<dyn LedgerReader>);
+
 /// Opens the ledger's writer store and reader, migrating first.
-pub fn open_ledger(
-    location: &StoreLocation,
-) -> Result<(Box<dyn LedgerStore>, Arc<dyn LedgerReader>), StoreError> {
+pub fn open_ledger(location: &StoreLocation) -> Result<LedgerStores, StoreError> {
     migrate(location)?;
     match location {
         StoreLocation::Sqlite { data_dir } => Ok((

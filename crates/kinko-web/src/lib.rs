@@ -36,6 +36,7 @@ pub struct AppState {
 /// The whole router: testable without a socket, served by `kinko serve`.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -45,6 +46,16 @@ pub fn app(state: AppState) -> Router {
             Duration::from_millis(REQUEST_TIMEOUT_MS),
         ))
         .with_state(state)
+}
+
+/// What this server offers, until the wallet pages arrive.
+async fn index(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({
+        "name": "Kinko (金庫)",
+        "store": state.store_kind,
+        "links": { "health": "/healthz", "metrics": "/metrics" },
+    }))
+    .into_response()
 }
 
 #[derive(serde::Serialize)]

@@ -14,6 +14,10 @@ fn serve_answers_health_metrics_and_problems(backend: &str) {
     assert!(health.body.contains(r#""status":"ok""#), "{}", health.body);
     assert!(health.body.contains(backend), "{}", health.body);
 
+    let index = http(&address, "GET", "/", None);
+    assert_eq!(index.status, 200);
+    assert!(index.body.contains("/healthz"), "{}", index.body);
+
     let metrics = http(&address, "GET", "/metrics", None);
     assert_eq!(metrics.status, 200);
     assert!(
