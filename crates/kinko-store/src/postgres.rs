@@ -162,12 +162,14 @@ fn transfer_from_row(row: &Row) -> Result<Transfer, StoreError> {
 /// (`UNNEST`), so a batch costs a handful of round trips whatever its size.
 pub struct PostgresLedgerStore {
     client: Client,
+    url: String,
 }
 
 impl PostgresLedgerStore {
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(Self {
             client: connect(url)?,
+            url: url.to_owned(),
         })
     }
 
@@ -366,6 +368,10 @@ fn balance_columns(accounts: &[Account]) -> Result<[Vec<i64>; 4], StoreError> {
 
 impl LedgerStore for PostgresLedgerStore {
     fn begin_batch(&mut self) -> Result<BatchStart, StoreError> {
+        // A restarted server or a dropped connection: reconnect rather than fail forever.
+        if self.client.is_closed() {
+            self.client = connect(&self.url)?;
+        }
         self.client.batch_execute("BEGIN").map_err(fail)?;
         // The row lock taken here is held until commit: writers take turns.
         let row = self
@@ -488,12 +494,14 @@ impl LedgerStore for PostgresLedgerStore {
 /// Reads on their own connection.
 pub struct PostgresLedgerReader {
     client: Mutex<Client>,
+    url: String,
 }
 
 impl PostgresLedgerReader {
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(Self {
             client: Mutex::new(connect(url)?),
+            url: url.to_owned(),
         })
     }
 
@@ -505,6 +513,9 @@ impl PostgresLedgerReader {
             .client
             .lock()
             .map_err(|_| StoreError::new("reader connection poisoned"))?;
+        if client.is_closed() {
+            *client = connect(&self.url)?;
+        }
         read(&mut client)
     }
 }

@@ -1092,3 +1092,52 @@ fn accounts_are_idempotent_and_validated(backend: &str) {
     );
     let _ = Request::CreateAccounts(Vec::new());
 }
+
+/// A dropped connection (server restart, failover) fails at most the batch in flight; the
+/// writer and the reader reconnect instead of failing forever.
+#[test]
+fn postgres_writer_and_reader_reconnect_after_the_connection_drops() {
+    let harness = Harness::new("postgres");
+    let (source, wallet) = harness.funded_wallet(100);
+    let StoreLocation::Postgres { url } = &harness.location else {
+        panic!("postgres harness without a URL");
+    };
+    let mut admin = kinko_store::postgres::connect(url).unwrap_or_else(|error| panic!("{error}"));
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
+        .get(0);
+    assert!(
+        terminated >= 2,
+        "expected the writer's and the reader's connections"
+    );
+    let mut outcome = Err(LedgerError::Storage);
+    for _ in 0..3 {
+        let transfer = TransferRequest::single_phase(
+            harness.transfer_id(),
+            source,
+            wallet,
+            5,
+            LEDGER_JPY,
+            CODE,
+        );
+        outcome = harness.ledger.create_transfers_blocking(vec![transfer]);
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    assert_eq!(outcome, Ok(vec![CreateTransferResult::Ok]));
+    let mut balance = None;
+    for _ in 0..3 {
+        if let Ok(accounts) = harness.ledger.reader().lookup_accounts(&[wallet]) {
+            balance = accounts.first().map(Account::credit_balance_posted);
+            break;
+        }
+    }
+    assert_eq!(balance, Some(105));
+    harness.assert_clean();
+}
