@@ -1,0 +1,53 @@
+//! Tidy checks that keep the architecture honest (docs/ARCHITECTURE.md, "Code map"):
+//! dependencies point inward, and the pure crates pull in no I/O.
+
+use std::path::Path;
+
+fn dependencies_of(krate: &str) -> Vec<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap_or_else(|error| panic!("{}: {error}", manifest.display()));
+    let mut in_dependencies = false;
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]";
+            continue;
+        }
+        if in_dependencies
+            && let Some((name, _)) = line.split_once(['=', '.'])
+            && !name.trim().is_empty()
+            && !name.starts_with('#')
+        {
+            names.push(name.trim().to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn dependencies_point_inward() {
+    let forbidden: &[(&str, &[&str])] = &[
+        (
+            "kinko-core",
+            &["kinko-ledger", "kinko-store", "kinko-web", "tokio", "rusqlite", "postgres", "axum"],
+        ),
+        ("kinko-ledger", &["kinko-store", "kinko-web", "rusqlite", "postgres", "axum"]),
+        ("kinko-store", &["kinko-web", "axum"]),
+        ("kinko-web", &["rusqlite", "postgres"]),
+    ];
+    for (krate, banned) in forbidden {
+        let dependencies = dependencies_of(krate);
+        assert!(!dependencies.is_empty(), "{krate}: no dependencies parsed");
+        for name in *banned {
+            assert!(
+                !dependencies.iter().any(|dependency| dependency == name),
+                "{krate} must not depend on {name}"
+            );
+        }
+    }
+}
