@@ -6,7 +6,7 @@ use crate::types::{Account, AccountId, PendingState, Transfer, TransferId, Trans
 
 /// A storage failure. The batch it happened in is rolled back whole.
 #[derive(Debug, thiserror::Error)]
-#[error("ledger storage failed: {message}")]
+#[error("storage failed: {message}")]
 pub struct StoreError {
     pub message: String,
 }

@@ -7,6 +7,7 @@
 
 pub mod migrations;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};

@@ -17,7 +17,9 @@
 //! such window it would land in, so every pending transfer is surely expired or surely open
 //! for the whole of the next epoch.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use kinko_core::{Clock, ManualClock};
@@ -37,6 +39,8 @@ const NS_PER_MS: u64 = 1_000_000;
 const NS_PER_S: u64 = 1_000_000_000;
 /// Every event between two moves of the clock is timestamped within this of the clock.
 const EPOCH_WIDTH_NS: u64 = NS_PER_MS;
+/// The longest timeout a generated pending transfer has.
+const TIMEOUT_MAX_S: u32 = 90;
 
 /// The accounts of every case, by slot: two plain sources, four wallets, one account whose
 /// credits may not exceed its debits, and a plain and a wallet account in dollars.
@@ -236,7 +240,7 @@ fn transfer_kind() -> impl Strategy<Value = EventKind> {
     let pending = prop_oneof![
         6 => Just(None),
         2 => Just(Some(0)),
-        2 => (1..=90u32).prop_map(Some),
+        2 => (1..=TIMEOUT_MAX_S).prop_map(Some),
     ];
     (
         prop_oneof![6 => funding, 8 => yen, 2 => dollars, 1 => anywhere],
@@ -767,11 +771,20 @@ impl<'harness> Case<'harness> {
         self.model.now_ns = self.harness.clock.now_ns();
     }
 
-    /// An empty request: its batch releases every pending transfer due, as any batch does.
-    fn flush_expiries(&mut self) -> Result<(), TestCaseError> {
+    /// Moves the clock past every timeout and sends an empty request, whose batch releases
+    /// every pending transfer due (as any batch does); then checks the store again. The case
+    /// leaves no pending transfer behind that could expire during a later case.
+    fn close(&mut self) -> Result<(), TestCaseError> {
+        self.advance((u64::from(TIMEOUT_MAX_S) + 1) * 1_000);
+        prop_assert!(
+            self.model
+                .open_windows()
+                .all(|(_, (_, hi))| hi <= self.model.now_ns)
+        );
         prop_assert_eq!(self.submit_to_model(&[]), Vec::new());
         prop_assert_eq!(self.harness.many(Vec::new()), Vec::new());
-        Ok(())
+        prop_assert_eq!(self.model.open_windows().count(), 0);
+        self.check_store()
     }
 
     fn submit_to_model(&mut self, events: &[TransferRequest]) -> Vec<CreateTransferResult> {
@@ -948,12 +961,17 @@ conformance!(
     replaying_a_sequence_changes_nothing,
 );
 
-/// Runs proptest cases one after another against one store; PostgreSQL runs fewer, as each of
-/// its commits costs more. `PROPTEST_CASES` overrides the count for a longer soak.
+/// Runs proptest cases one after another against one store, each case with fresh accounts;
+/// PostgreSQL runs fewer, as each of its commits costs more. `PROPTEST_CASES` overrides the
+/// count for a longer soak.
+///
+/// A failing case may leave the store broken, which would make every later case fail too and
+/// send shrinking to a meaningless "minimal" input; so after a failure the next case gets a
+/// fresh store, and every case runs on a store that only passing cases have touched.
 fn run_cases<S: Strategy>(
     backend: &str,
     strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    test: impl Fn(&Harness, S::Value) -> Result<(), TestCaseError>,
 ) {
     let cases = match std::env::var_os("PROPTEST_CASES") {
         Some(_) => Config::default().cases,
@@ -967,7 +985,15 @@ fn run_cases<S: Strategy>(
         failure_persistence: None,
         ..Config::default()
     });
-    if let Err(error) = runner.run(&strategy, test) {
+    let harness = RefCell::new(Harness::new(backend));
+    let outcome = runner.run(&strategy, |value| {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| test(&harness.borrow(), value)));
+        if !matches!(outcome, Ok(Ok(()))) {
+            harness.replace(Harness::new(backend));
+        }
+        outcome.unwrap_or_else(|payload| panic::resume_unwind(payload))
+    });
+    if let Err(error) = outcome {
         panic!("{backend}: {error}");
     }
 }
@@ -977,17 +1003,14 @@ fn run_cases<S: Strategy>(
 /// independent model computes it, (b) keep `check_invariants` clean, and (c) answer every
 /// event exactly as the model predicts: which succeed, and the named result of each refusal.
 fn random_sequences_keep_every_invariant(backend: &str) {
-    let harness = Harness::new(backend);
     run_cases(
         backend,
         prop::collection::vec(op(), 1..=60),
-        |ops: Vec<Op>| {
-            let mut case = Case::open(&harness);
+        |harness, ops: Vec<Op>| {
+            let mut case = Case::open(harness);
             case.run(&ops)?;
             case.check_store()?;
-            // Expiries due since the last batch happen with the next one, whatever it holds.
-            case.flush_expiries()?;
-            case.check_store()
+            case.close()
         },
     );
 }
@@ -1000,16 +1023,15 @@ fn random_sequences_keep_every_invariant(backend: &str) {
 /// nothing and moves no money.
 fn replaying_a_sequence_changes_nothing(backend: &str) {
     use CreateTransferResult as R;
-    let harness = Harness::new(backend);
     run_cases(
         backend,
         (prop::collection::vec(op(), 1..=40), any::<Index>()),
-        |(ops, conflict): (Vec<Op>, Index)| {
-            let mut case = Case::open(&harness);
+        |harness, (ops, conflict): (Vec<Op>, Index)| {
+            let mut case = Case::open(harness);
             case.run(&ops)?;
             case.check_store()?;
-            // Release what expired since the last batch first, so the replays have none to do.
-            case.flush_expiries()?;
+            // Every timed pending transfer expires first, so the replays have nothing to release.
+            case.close()?;
             let before = harness.accounts(&case.model.ids);
 
             // Every request again, with only the events that succeeded.

@@ -34,9 +34,20 @@ fn dependencies_point_inward() {
     let forbidden: &[(&str, &[&str])] = &[
         (
             "kinko-core",
-            &["kinko-ledger", "kinko-store", "kinko-web", "tokio", "rusqlite", "postgres", "axum"],
+            &[
+                "kinko-ledger",
+                "kinko-store",
+                "kinko-web",
+                "tokio",
+                "rusqlite",
+                "postgres",
+                "axum",
+            ],
         ),
-        ("kinko-ledger", &["kinko-store", "kinko-web", "rusqlite", "postgres", "axum"]),
+        (
+            "kinko-ledger",
+            &["kinko-store", "kinko-web", "rusqlite", "postgres", "axum"],
+        ),
         ("kinko-store", &["kinko-web", "axum"]),
         ("kinko-web", &["rusqlite", "postgres"]),
     ];

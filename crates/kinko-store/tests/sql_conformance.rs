@@ -1,0 +1,160 @@
+//! The portable SQL layer behaves the same on both stores: values round-trip by type,
+//! a failed transaction leaves nothing, `$n` parameters bind by name in any order, and the
+//! pool serves more concurrent callers than it has connections.
+
+use kinko_ledger::StoreError;
+use kinko_store::StoreLocation;
+use kinko_store::sql::{Database, Dialect, Tx, Value};
+
+fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
+    let (location, dir) = match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+            (
+                StoreLocation::Sqlite {
+                    data_dir: dir.path().to_path_buf(),
+                },
+                Some(dir),
+            )
+        }
+        _ => {
+            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
+                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
+            });
+            let url = kinko_store::postgres::testing::fresh_database(&admin)
+                .unwrap_or_else(|error| panic!("{error}"));
+            (StoreLocation::Postgres { url }, None)
+        }
+    };
+    let database = Database::open(&location).unwrap_or_else(|error| panic!("{error}"));
+    database
+        .transaction(|tx: &mut dyn Tx| {
+            let (id, blob) = match tx.dialect() {
+                Dialect::Sqlite => ("BLOB", "BLOB"),
+                Dialect::Postgres => ("UUID", "BYTEA"),
+            };
+            tx.execute(
+                &format!(
+                    "CREATE TABLE sample (id {id} PRIMARY KEY, count BIGINT NOT NULL,
+                     label TEXT, data {blob}, flag BIGINT NOT NULL)"
+                ),
+                &[],
+            )
+            .map(|_| ())
+        })
+        .unwrap_or_else(|error: StoreError| panic!("{error}"));
+    (database, dir)
+}
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[test] fn $name() { super::$name("sqlite"); })+ }
+        mod postgres { $(#[test] fn $name() { super::$name("postgres"); })+ }
+    };
+}
+
+both!(
+    values_round_trip,
+    a_failed_transaction_leaves_nothing,
+    the_pool_serves_many_callers
+);
+
+fn values_round_trip(backend: &str) {
+    let (database, _dir) = database(backend);
+    let id: u128 = 0x0192_0000_0000_7000_8000_0000_0000_00ff;
+    let row = database
+        .transaction(|tx: &mut dyn Tx| {
+            // Parameters used out of order and twice.
+            tx.execute(
+                "INSERT INTO sample (label, id, count, data, flag) VALUES ($3, $1, $2, $4, $5)",
+                &[Value::Uuid(id), Value::Int(-7), "名前".into(), vec![0u8, 255].into(), true.into()],
+            )?;
+            tx.query_one(
+                &format!("SELECT id, count, label, data, flag FROM sample WHERE id = $1 AND count = $2{}", tx.for_update()),
+                &[Value::Uuid(id), Value::Int(-7)],
+            )
+        })
+        .unwrap_or_else(|error: StoreError| panic!("{error}"));
+    assert_eq!(row.uuid(0).ok(), Some(id));
+    assert_eq!(row.int(1).ok(), Some(-7));
+    assert_eq!(row.text(2).ok().as_deref(), Some("名前"));
+    assert_eq!(row.bytes(3).ok(), Some(vec![0, 255]));
+    assert_eq!(row.bool(4).ok(), Some(true));
+    assert!(
+        row.text(1).is_err(),
+        "a type mismatch is an error, not a panic"
+    );
+    let missing = database
+        .transaction(|tx: &mut dyn Tx| {
+            tx.query_opt("SELECT id FROM sample WHERE count = $1", &[Value::Int(1)])
+        })
+        .unwrap_or_else(|error: StoreError| panic!("{error}"));
+    assert_eq!(missing, None);
+}
+
+fn a_failed_transaction_leaves_nothing(backend: &str) {
+    let (database, _dir) = database(backend);
+    let outcome: Result<(), StoreError> = database.transaction(|tx: &mut dyn Tx| {
+        tx.execute(
+            "INSERT INTO sample (id, count, flag) VALUES ($1, 1, 0)",
+            &[Value::Uuid(1)],
+        )?;
+        // The same primary key again: the statement fails, the transaction rolls back.
+        tx.execute(
+            "INSERT INTO sample (id, count, flag) VALUES ($1, 2, 0)",
+            &[Value::Uuid(1)],
+        )?;
+        Ok(())
+    });
+    assert!(outcome.is_err());
+    let count = database
+        .transaction(|tx: &mut dyn Tx| tx.query_one("SELECT COUNT(*) FROM sample", &[]))
+        .and_then(|row| row.int(0))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(count, 0);
+    // A closure that returns an error after successful statements rolls back too.
+    let outcome: Result<(), StoreError> = database.transaction(|tx: &mut dyn Tx| {
+        tx.execute(
+            "INSERT INTO sample (id, count, flag) VALUES ($1, 1, 0)",
+            &[Value::Uuid(2)],
+        )?;
+        Err(StoreError::new("business rule said no"))
+    });
+    assert!(outcome.is_err());
+    let count = database
+        .transaction(|tx: &mut dyn Tx| tx.query_one("SELECT COUNT(*) FROM sample", &[]))
+        .and_then(|row| row.int(0))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(count, 0);
+}
+
+fn the_pool_serves_many_callers(backend: &str) {
+    let (database, _dir) = database(backend);
+    std::thread::scope(|scope| {
+        for thread in 0..24u128 {
+            let database = &database;
+            scope.spawn(move || {
+                for round in 0..10u128 {
+                    database
+                        .transaction(|tx: &mut dyn Tx| {
+                            tx.execute(
+                                "INSERT INTO sample (id, count, flag) VALUES ($1, $2, 0)",
+                                &[Value::Uuid(thread * 1_000 + round + 1), Value::Int(1)],
+                            )
+                        })
+                        .unwrap_or_else(|error: StoreError| panic!("{error}"));
+                }
+            });
+        }
+    });
+    let total = database
+        .transaction(|tx: &mut dyn Tx| {
+            tx.query_one("SELECT CAST(SUM(count) AS BIGINT) FROM sample", &[])
+        })
+        .and_then(|row| {
+            row.int(0)
+                .or_else(|_| row.text(0).map(|text| text.parse().unwrap_or(-1)))
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(total, 240);
+}
