@@ -7,15 +7,35 @@
 /// (version, SQL) in order.
 pub type Migration = (&'static str, &'static str);
 
-pub const SQLITE: &[Migration] = &[(
-    "0001_ledger",
-    include_str!("../migrations/sqlite/0001_ledger.sql"),
-)];
+pub const SQLITE: &[Migration] = &[
+    (
+        "0001_ledger",
+        include_str!("../migrations/sqlite/0001_ledger.sql"),
+    ),
+    (
+        "0002_audit",
+        include_str!("../migrations/sqlite/0002_audit.sql"),
+    ),
+    (
+        "0003_identity",
+        include_str!("../migrations/sqlite/0003_identity.sql"),
+    ),
+];
 
-pub const POSTGRES: &[Migration] = &[(
-    "0001_ledger",
-    include_str!("../migrations/postgres/0001_ledger.sql"),
-)];
+pub const POSTGRES: &[Migration] = &[
+    (
+        "0001_ledger",
+        include_str!("../migrations/postgres/0001_ledger.sql"),
+    ),
+    (
+        "0002_audit",
+        include_str!("../migrations/postgres/0002_audit.sql"),
+    ),
+    (
+        "0003_identity",
+        include_str!("../migrations/postgres/0003_identity.sql"),
+    ),
+];
 
 #[cfg(test)]
 mod tests {

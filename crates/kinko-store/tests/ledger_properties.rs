@@ -7,8 +7,10 @@
 //! independent reference model in this file predicts the result of every event and every
 //! balance; the store must agree with it, and `check_invariants` must stay clean.
 //!
-//! Each test function opens one store and runs every case in it, each case with fresh accounts:
-//! a new PostgreSQL database per case would be slow.
+//! Each test function opens one store and runs every case in it, each case with fresh accounts
+//! (a new PostgreSQL database per case would be slow); only after a failing case does the next
+//! one get a fresh store, so that shrinking is not misled by what the failure left behind. A
+//! case ends by moving the clock past every timeout, so nothing of it expires during the next.
 //!
 //! Expiry is modelled exactly without reading timestamps back: every event gets a timestamp
 //! within [`EPOCH_WIDTH_NS`] of the clock (the clock only moves by whole seconds, far more than
