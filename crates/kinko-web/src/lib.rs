@@ -4,6 +4,7 @@
 //! Today: `GET /healthz` and `GET /metrics` (Prometheus text). The `/api/v1` routes arrive with
 //! the identity and payments issues and follow `problem.rs` for errors.
 
+pub mod api;
 pub mod problem;
 
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use kinko_ledger::Ledger;
 use metrics_exporter_prometheus::PrometheusHandle;
+use problem::Problem;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
 /// Every request body is bounded; nothing Kinko accepts today is larger.
@@ -39,12 +42,16 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .nest("/api/v1", api::router())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(REQUEST_BODY_BYTES_MAX))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(REQUEST_TIMEOUT_MS),
         ))
+        // Every request gets an id (or keeps the caller's), echoed in the response and logs.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
@@ -58,14 +65,23 @@ async fn index(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-#[derive(serde::Serialize)]
-struct Health {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
     status: &'static str,
     store: &'static str,
 }
 
 /// Healthy when the ledger writer runs and the store answers a read.
-async fn healthz(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    responses(
+        (status = 200, description = "The platform is healthy", body = Health),
+        (status = 503, description = "The ledger or its store is not answering", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub async fn healthz(State(state): State<AppState>) -> Response {
     let ledger = Arc::clone(&state.ledger);
     let store_answers = tokio::task::spawn_blocking(move || ledger.reader().lookup_accounts(&[]))
         .await
@@ -78,7 +94,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         })
         .into_response()
     } else {
-        problem::Problem::new(
+        Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "SERVICE_UNHEALTHY",
             "The ledger or its store is not answering.",

@@ -14,6 +14,25 @@ fn serve_answers_health_metrics_and_problems(backend: &str) {
     assert!(health.body.contains(r#""status":"ok""#), "{}", health.body);
     assert!(health.body.contains(backend), "{}", health.body);
 
+    assert!(
+        health
+            .header("x-request-id")
+            .is_some_and(|id| id.len() >= 32),
+        "every response carries a request id"
+    );
+
+    let openapi = http(&address, "GET", "/api/v1/openapi.json", None);
+    assert_eq!(openapi.status, 200);
+    let document: serde_json::Value =
+        serde_json::from_str(&openapi.body).unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|version| version.starts_with("3.1")),
+        "{document}"
+    );
+    assert!(document["paths"]["/healthz"].is_object(), "{document}");
+
     let index = http(&address, "GET", "/", None);
     assert_eq!(index.status, 200);
     assert!(index.body.contains("/healthz"), "{}", index.body);

@@ -1,0 +1,81 @@
+//! The JSON API under `/api/v1`: its router, its OpenAPI 3.1 document (generated from the
+//! handlers' annotations, served at `/api/v1/openapi.json`), and the request-body extractor
+//! that turns malformed JSON into problem+json instead of axum's plain-text rejection.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use crate::AppState;
+use crate::problem::Problem;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Kinko API",
+        description = "E-money wallet platform. Errors are RFC 9457 problem+json with a stable `code`."
+    ),
+    paths(crate::healthz),
+    components(schemas(crate::Health, Problem))
+)]
+pub struct ApiDoc;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi))
+}
+
+async fn openapi() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(error = %error, "rendering the OpenAPI document failed");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+/// A JSON body that must parse into `T`; anything else is a 400/415/413 problem+json with a
+/// stable code, and the handler never runs.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let (code, title) = match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                        "REQUEST_NOT_JSON",
+                        "The request body must be JSON (Content-Type: application/json).",
+                    ),
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ("REQUEST_TOO_LARGE", "The request body is too large.")
+                    }
+                    _ => (
+                        "REQUEST_INVALID",
+                        "The request body is not valid for this endpoint.",
+                    ),
+                };
+                let mut problem = Problem::new(status, code, title);
+                // serde's message names the field and what was wrong; it holds no secrets
+                // because it quotes the schema, not the value.
+                problem.detail = Some(rejection.body_text());
+                Err(problem.into_response())
+            }
+        }
+    }
+}
