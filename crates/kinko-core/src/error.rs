@@ -11,6 +11,12 @@ pub enum ErrorKind {
     InvalidInput,
     /// The named object does not exist, or the caller may not know that it does (404).
     NotFound,
+    /// No valid credentials or session (401).
+    Unauthenticated,
+    /// Authenticated, but not allowed to do this now, e.g. a fresh second factor is needed (403).
+    Forbidden,
+    /// Too many attempts from this source or on this account; retry later (429).
+    RateLimited,
     /// The request conflicts with the current state (409).
     Conflict,
     /// The service is overloaded or a dependency is down; retry later (503).

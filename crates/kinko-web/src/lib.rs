@@ -34,15 +34,20 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `sqlite` or `postgres`, for the health answer.
     pub store_kind: &'static str,
+    pub identity: Arc<kinko_identity::service::IdentityService>,
+    /// True only when the sandbox notification gateways run (never in production): mounts
+    /// `/api/v1/sandbox/outbox`, where the demo and the tests read the codes "sent".
+    pub sandbox: bool,
 }
 
 /// The whole router: testable without a socket, served by `kinko serve`.
 pub fn app(state: AppState) -> Router {
+    let sandbox = state.sandbox;
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", api::router(sandbox))
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(REQUEST_BODY_BYTES_MAX))
         .layer(TimeoutLayer::with_status_code(

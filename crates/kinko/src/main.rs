@@ -1,6 +1,8 @@
 //! `kinko`: the one binary. `serve` runs the platform, `demo` runs it seeded, `check` verifies
 //! the ledger's invariants, `bench` measures, `migrate` applies migrations.
 
+mod admin;
+mod audit;
 mod bench;
 mod crash_child;
 mod demo;
@@ -71,6 +73,16 @@ enum Command {
         #[command(subcommand)]
         which: bench::BenchCommand,
     },
+    /// Administration from the machine itself (creating the first operator).
+    Admin {
+        #[command(subcommand)]
+        which: admin::AdminCommand,
+    },
+    /// The audit log: verify its hash chain.
+    Audit {
+        #[command(subcommand)]
+        which: audit::AuditCommand,
+    },
     /// Test support: applies transfers forever, printing each acknowledged one (crash test).
     #[command(hide = true)]
     CrashChild(crash_child::CrashChildArgs),
@@ -110,6 +122,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { which } => bench::run(which),
+        Command::Admin { which } => admin::run(which),
+        Command::Audit { which } => audit::run(which),
         Command::CrashChild(args) => crash_child::run(args),
     }
 }

@@ -3,11 +3,19 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use kinko_core::{Clock, SystemClock};
+use kinko_identity::kyc::SandboxKycProvider;
+use kinko_identity::notify::{self, Environment, GatewayConfig, Gateways};
+use kinko_identity::secrets::SecretBox;
+use kinko_identity::service::{IdentityConfig, IdentityService};
 use kinko_ledger::{Ledger, WriterConfig};
 use kinko_store::StoreLocation;
+use kinko_store::sql::Database;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::StoreArgs;
@@ -52,6 +60,37 @@ pub fn serve(
         .install_recorder()
         .context("installing the metrics recorder")?;
     let ledger = Arc::new(ledger);
+    let environment = notify::parse_environment(std::env::var("KINKO_ENV").ok().as_deref())?;
+    if environment == Environment::Production {
+        // Only the sandbox eKYC provider exists yet: production must not run on it.
+        anyhow::bail!(
+            "KINKO_ENV=production needs a real eKYC provider; only the sandbox one exists"
+        );
+    }
+    kinko_identity::password::common_passwords_loaded()
+        .context("loading the common-password list")?;
+    let database = Arc::new(
+        Database::open(location).with_context(|| format!("opening {}", location.describe()))?,
+    );
+    let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
+    let gateway_config = GatewayConfig::from_env().context("configuring notifications")?;
+    let sandbox = matches!(gateway_config, GatewayConfig::Sandbox);
+    let gateways = Gateways::from_config(&gateway_config).context("configuring notifications")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let identity = Arc::new(IdentityService::new(
+        Arc::clone(&database),
+        secrets,
+        Arc::new(SandboxKycProvider),
+        Arc::clone(&clock),
+        IdentityConfig::DEFAULT,
+    ));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let delivery = spawn_delivery(
+        Arc::clone(&database),
+        gateways,
+        clock,
+        Arc::clone(&stopping),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,17 +104,47 @@ pub fn serve(
             ledger: Arc::clone(&ledger),
             metrics,
             store_kind: location.kind(),
+            identity,
+            sandbox,
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP")
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")
     })?;
     drop(runtime);
+    stopping.store(true, Ordering::SeqCst);
+    if delivery.join().is_err() {
+        tracing::error!("the notification worker panicked");
+    }
     if let Ok(ledger) = Arc::try_unwrap(ledger) {
         Ledger::shutdown(ledger);
     }
     Ok(())
+}
+
+/// Delivers the notification outbox once a second until the server stops.
+fn spawn_delivery(
+    database: Arc<Database>,
+    gateways: Gateways,
+    clock: Arc<dyn Clock>,
+    stopping: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("notify-delivery".into())
+        .spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                let now_ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+                if let Err(error) = notify::deliver_pending(&database, now_ms, &gateways, 100) {
+                    tracing::error!(error = %error, "delivering notifications failed");
+                }
+                std::thread::sleep(Duration::from_millis(1_000));
+            }
+        })
+        .context("starting the notification worker")
 }
 
 async fn shutdown_signal() {

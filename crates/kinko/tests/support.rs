@@ -37,9 +37,16 @@ pub fn kinko() -> Command {
     command
 }
 
+/// A fixed key for the servers the tests start (PostgreSQL needs one from the environment).
+pub const TEST_SECRET_KEY: &str =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
 /// Starts `kinko serve --port 0 …` and returns the child with the address it printed.
 pub fn spawn_server(subcommand: &str, store: &[String]) -> (Child, String) {
     let mut child = kinko()
+        .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
+        .env_remove("KINKO_ENV")
+        .env_remove("KINKO_NOTIFY")
         .arg(subcommand)
         .args(["--port", "0"])
         .args(store)
@@ -84,13 +91,28 @@ impl HttpResponse {
 
 /// One request on a fresh connection, `Connection: close`, body read to the end.
 pub fn http(address: &str, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+    http_with(address, method, path, body, &[])
+}
+
+/// The same with extra headers (`Authorization`, `X-Kinko-Device`…).
+pub fn http_with(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     let mut stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("{error}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap_or_else(|error| panic!("{error}"));
     let body = body.unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream

@@ -58,6 +58,9 @@ CREATE INDEX identity_recovery_codes_user ON identity_recovery_codes (user_id);
 CREATE TABLE identity_devices (
     id UUID PRIMARY KEY,
     user_id UUID NOT NULL REFERENCES identity_users (id),
+    -- SHA-256 of the device token the client keeps (cookie or header): a device is
+    -- recognised by a secret, never by its id, which appears in logs and lists.
+    token_hash BYTEA NOT NULL,
     label TEXT NOT NULL,
     first_seen_at BIGINT NOT NULL,
     -- Set once a second factor was passed on this device: only then may money move from it.
@@ -65,6 +68,7 @@ CREATE TABLE identity_devices (
     revoked_at BIGINT
 );
 CREATE INDEX identity_devices_user ON identity_devices (user_id);
+CREATE UNIQUE INDEX identity_devices_token ON identity_devices (token_hash);
 
 CREATE TABLE identity_sessions (
     id UUID PRIMARY KEY,
@@ -109,6 +113,9 @@ CREATE TABLE identity_operators (
     bank_code TEXT,
     totp_secret_encrypted BYTEA NOT NULL,
     totp_last_step BIGINT NOT NULL DEFAULT 0,
+    -- Failed logins in the current hour window; at the bound the account waits for the next.
+    failures_window_start BIGINT NOT NULL DEFAULT 0,
+    failures_count BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
     disabled_at BIGINT,
     CHECK ((role = 'bank_partner') = (bank_code IS NOT NULL))
@@ -125,6 +132,7 @@ CREATE TABLE identity_operator_sessions (
     revoked_at BIGINT
 );
 CREATE UNIQUE INDEX identity_operator_sessions_token ON identity_operator_sessions (token_hash);
+CREATE INDEX identity_operator_sessions_operator ON identity_operator_sessions (operator_id);
 
 -- Messages to users, written in the same transaction as the change that causes them; a
 -- sender delivers them (SMTP, SMS) or, in the sandbox, they stay here for the demo and tests.
@@ -137,7 +145,10 @@ CREATE TABLE notify_outbox (
     body TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     sent_at BIGINT,
-    attempts BIGINT NOT NULL DEFAULT 0
+    attempts BIGINT NOT NULL DEFAULT 0,
+    -- No delivery is tried before this time: the back-off after a failure, and the lease
+    -- that keeps two senders from sending one message at once.
+    next_attempt_at BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX notify_outbox_unsent ON notify_outbox (created_at) WHERE sent_at IS NULL;
 CREATE INDEX notify_outbox_destination ON notify_outbox (destination, created_at);

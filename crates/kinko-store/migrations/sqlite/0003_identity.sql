@@ -58,6 +58,9 @@ CREATE INDEX identity_recovery_codes_user ON identity_recovery_codes (user_id);
 CREATE TABLE identity_devices (
     id BLOB PRIMARY KEY NOT NULL,
     user_id BLOB NOT NULL REFERENCES identity_users (id),
+    -- SHA-256 of the device token the client keeps (cookie or header): a device is
+    -- recognised by a secret, never by its id, which appears in logs and lists.
+    token_hash BLOB NOT NULL,
     label TEXT NOT NULL,
     first_seen_at INTEGER NOT NULL,
     -- Set once a second factor was passed on this device: only then may money move from it.
@@ -65,6 +68,7 @@ CREATE TABLE identity_devices (
     revoked_at INTEGER
 );
 CREATE INDEX identity_devices_user ON identity_devices (user_id);
+CREATE UNIQUE INDEX identity_devices_token ON identity_devices (token_hash);
 
 CREATE TABLE identity_sessions (
     id BLOB PRIMARY KEY NOT NULL,
@@ -109,6 +113,9 @@ CREATE TABLE identity_operators (
     bank_code TEXT,
     totp_secret_encrypted BLOB NOT NULL,
     totp_last_step INTEGER NOT NULL DEFAULT 0,
+    -- Failed logins in the current hour window; at the bound the account waits for the next.
+    failures_window_start INTEGER NOT NULL DEFAULT 0,
+    failures_count INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     disabled_at INTEGER,
     CHECK ((role = 'bank_partner') = (bank_code IS NOT NULL))
@@ -125,6 +132,7 @@ CREATE TABLE identity_operator_sessions (
     revoked_at INTEGER
 );
 CREATE UNIQUE INDEX identity_operator_sessions_token ON identity_operator_sessions (token_hash);
+CREATE INDEX identity_operator_sessions_operator ON identity_operator_sessions (operator_id);
 
 -- Messages to users, written in the same transaction as the change that causes them; a
 -- sender delivers them (SMTP, SMS) or, in the sandbox, they stay here for the demo and tests.
@@ -137,7 +145,10 @@ CREATE TABLE notify_outbox (
     body TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     sent_at INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    -- No delivery is tried before this time: the back-off after a failure, and the lease
+    -- that keeps two senders from sending one message at once.
+    next_attempt_at INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX notify_outbox_unsent ON notify_outbox (created_at) WHERE sent_at IS NULL;
 CREATE INDEX notify_outbox_destination ON notify_outbox (destination, created_at);

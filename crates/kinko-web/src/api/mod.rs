@@ -12,19 +12,48 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::problem::Problem;
 
+pub mod identity;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Kinko API",
         description = "E-money wallet platform. Errors are RFC 9457 problem+json with a stable `code`."
     ),
-    paths(crate::healthz),
+    paths(
+        crate::healthz,
+        identity::sign_up,
+        identity::verify_contact,
+        identity::log_in,
+        identity::second_factor,
+        identity::me,
+        identity::begin_totp,
+        identity::confirm_totp,
+        identity::change_password,
+        identity::submit_kyc,
+        identity::money_gate,
+        identity::list_sessions,
+        identity::revoke_session,
+        identity::list_devices,
+        identity::revoke_device,
+        identity::log_out,
+        identity::start_recovery,
+        identity::complete_recovery,
+        identity::sandbox_outbox,
+    ),
     components(schemas(crate::Health, Problem))
 )]
 pub struct ApiDoc;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi))
+pub fn router(sandbox: bool) -> Router<AppState> {
+    let router = Router::new()
+        .route("/openapi.json", get(openapi))
+        .merge(identity::router());
+    if sandbox {
+        router.merge(identity::sandbox_router())
+    } else {
+        router
+    }
 }
 
 async fn openapi() -> Response {
@@ -56,7 +85,13 @@ where
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => {
-                let status = rejection.status();
+                // Syntax and shape errors alike are 400, as the service's own validation is.
+                let status = match rejection.status() {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE => {
+                        rejection.status()
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
                 let (code, title) = match status {
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => (
                         "REQUEST_NOT_JSON",

@@ -1,0 +1,712 @@
+//! Identity over real HTTP against `kinko serve`, on both stores: sign-up with both contacts
+//! verified by code, login, TOTP, the money gate, KYC, recovery (and the 7pay tricks it must
+//! refuse), credential stuffing, rate limits, and that user A can never touch user B's
+//! sessions or devices. Codes are read from the sandbox outbox, as the demo does.
+
+mod support;
+
+use std::process::Child;
+
+use serde_json::{Value, json};
+use support::{HttpResponse, fresh_store, http_with, spawn_server};
+
+struct Server {
+    child: Child,
+    address: String,
+    store: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+fn start(backend: &str) -> Server {
+    let (store, dir) = fresh_store(backend);
+    let (child, address) = spawn_server("serve", &store);
+    Server {
+        child,
+        address,
+        store,
+        _dir: dir,
+    }
+}
+
+fn json_of(response: &HttpResponse) -> Value {
+    serde_json::from_str(&response.body)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {} {}", response.status, response.body))
+}
+
+impl Server {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> HttpResponse {
+        let body = body.map(|value| value.to_string());
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let mut headers = Vec::new();
+        if let Some(bearer) = &bearer {
+            headers.push(("Authorization", bearer.as_str()));
+        }
+        http_with(&self.address, method, path, body.as_deref(), &headers)
+    }
+
+    fn call_from_device(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        device: &str,
+    ) -> HttpResponse {
+        http_with(
+            &self.address,
+            method,
+            path,
+            Some(&body.to_string()),
+            &[("X-Kinko-Device", device)],
+        )
+    }
+
+    /// The newest code sent to `destination` for `purpose`, read from the sandbox outbox.
+    fn code_sent(&self, destination: &str, purpose: &str) -> String {
+        let response = self.call(
+            "GET",
+            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
+            None,
+            None,
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+        let messages = json_of(&response);
+        let body = messages
+            .as_array()
+            .and_then(|messages| {
+                messages
+                    .iter()
+                    .find(|message| message["purpose"] == purpose)
+            })
+            .and_then(|message| message["body"].as_str())
+            .unwrap_or_else(|| panic!("no {purpose} message to {destination}: {messages}"))
+            .to_owned();
+        body.split(|c: char| !c.is_ascii_digit())
+            .find(|digits| digits.len() == 8)
+            .unwrap_or_else(|| panic!("no 8-digit code in {body}"))
+            .to_owned()
+    }
+
+    fn messages_to(&self, destination: &str) -> Vec<Value> {
+        let response = self.call(
+            "GET",
+            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
+            None,
+            None,
+        );
+        json_of(&response).as_array().cloned().unwrap_or_default()
+    }
+
+    /// Signs up and verifies both contacts; returns the user id.
+    fn active_user(&self, email: &str, phone: &str) -> String {
+        let response = self.call(
+            "POST",
+            "/api/v1/signup",
+            Some(json!({ "email": email, "password": PASSWORD, "phone": phone })),
+            None,
+        );
+        assert_eq!(response.status, 202, "{}", response.body);
+        let user_id = json_of(&response)["user_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let email_code = self.code_sent(email, "verify_email");
+        // Codes go to the normalised number (E.164), whatever form was typed.
+        let digits: String = phone
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '+')
+            .collect();
+        let e164 = match digits.strip_prefix('0') {
+            Some(rest) => format!("+81{rest}"),
+            None => digits,
+        };
+        let phone_code = self.code_sent(&e164, "verify_phone");
+        let verified = self.call(
+            "POST",
+            &format!("/api/v1/signup/{user_id}/verify"),
+            Some(json!({ "channel": "email", "code": email_code })),
+            None,
+        );
+        assert_eq!(verified.status, 200, "{}", verified.body);
+        let verified = self.call(
+            "POST",
+            &format!("/api/v1/signup/{user_id}/verify"),
+            Some(json!({ "channel": "sms", "code": phone_code })),
+            None,
+        );
+        assert_eq!(verified.status, 200, "{}", verified.body);
+        assert_eq!(json_of(&verified)["status"], "active");
+        user_id
+    }
+
+    fn log_in(&self, email: &str, password: &str) -> HttpResponse {
+        self.call(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({ "email": email, "password": password })),
+            None,
+        )
+    }
+
+    fn token(&self, email: &str) -> String {
+        let response = self.log_in(email, PASSWORD);
+        assert_eq!(response.status, 201, "{}", response.body);
+        json_of(&response)["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Sets up TOTP; returns the secret and the rotated session token.
+    fn enrol_totp(&self, token: &str) -> (String, String) {
+        let enrolment = self.call("POST", "/api/v1/me/totp", None, Some(token));
+        assert_eq!(enrolment.status, 200, "{}", enrolment.body);
+        let secret = json_of(&enrolment)["secret_base32"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let confirmed = self.call(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(json!({ "code": totp_code(&secret, 0) })),
+            Some(token),
+        );
+        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+        let body = json_of(&confirmed);
+        assert_eq!(body["recovery_codes"].as_array().map(Vec::len), Some(10));
+        (
+            secret,
+            body["session"]["token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    fn assert_problem(&self, response: &HttpResponse, status: u16, code: &str) {
+        assert_eq!(response.status, status, "{}", response.body);
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            response.body
+        );
+        assert_eq!(json_of(response)["code"], code, "{}", response.body);
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple 金庫";
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// The code an authenticator app shows `steps_ahead` 30-second steps from now.
+fn totp_code(secret_base32: &str, steps_ahead: u64) -> String {
+    let secret =
+        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    totp.generate(now_s + steps_ahead * 30).to_string()
+}
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[test] fn $name() { super::$name("sqlite"); })+ }
+        mod postgres { $(#[test] fn $name() { super::$name("postgres"); })+ }
+    };
+}
+
+both!(
+    sign_up_login_second_factor_kyc_and_the_money_gate,
+    bad_input_is_problem_json_and_stores_nothing,
+    recovery_refuses_injected_destinations_and_knowledge_alone,
+    credential_stuffing_hits_the_lock,
+    no_route_lets_user_a_touch_user_b,
+    one_phone_one_wallet_and_no_enumeration,
+);
+
+fn sign_up_login_second_factor_kyc_and_the_money_gate(backend: &str) {
+    let server = start(backend);
+    server.active_user("hanako@example.jp", "090-1234-5678");
+    let token = server.token("hanako@example.jp");
+
+    let gate = json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&token)));
+    assert_eq!(gate["allowed"], false);
+    let reasons = gate["reasons"].to_string();
+    assert!(
+        reasons.contains("IDENTITY_SECOND_FACTOR_REQUIRED")
+            && reasons.contains("IDENTITY_KYC_REQUIRED"),
+        "{gate}"
+    );
+
+    let (secret, rotated) = server.enrol_totp(&token);
+    // Confirming was a privilege change: the old token is dead (no session fixation).
+    server.assert_problem(
+        &server.call("GET", "/api/v1/me", None, Some(&token)),
+        401,
+        "SESSION_INVALID",
+    );
+    let me = json_of(&server.call("GET", "/api/v1/me", None, Some(&rotated)));
+    assert_eq!(me["second_factor"], true);
+    assert_eq!(me["phone"], "+819012345678");
+
+    // The code that confirmed the factor cannot be used again.
+    let replay = server.call(
+        "POST",
+        "/api/v1/sessions/current/second-factor",
+        Some(json!({ "totp_code": totp_code(&secret, 0) })),
+        Some(&rotated),
+    );
+    server.assert_problem(&replay, 401, "IDENTITY_SECOND_FACTOR_INVALID");
+
+    let gate = json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&rotated)));
+    assert_eq!(gate["reasons"], json!(["IDENTITY_KYC_REQUIRED"]), "{gate}");
+
+    let rejected = json_of(&server.call(
+        "POST",
+        "/api/v1/me/kyc",
+        Some(json!({ "document_reference": "SANDBOX-REJECT-1" })),
+        Some(&rotated),
+    ));
+    assert_eq!(rejected["outcome"], "rejected");
+    let verified = json_of(&server.call(
+        "POST",
+        "/api/v1/me/kyc",
+        Some(json!({ "document_reference": "SANDBOX-ID-0001" })),
+        Some(&rotated),
+    ));
+    assert_eq!(verified["outcome"], "verified");
+    assert_eq!(verified["kyc_level"], "L1");
+    let gate = json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&rotated)));
+    assert_eq!(gate["allowed"], true, "{gate}");
+
+    // A new sign-in (another device) has no second factor yet: money waits for it.
+    let other = json_of(&server.log_in("hanako@example.jp", PASSWORD));
+    assert_eq!(other["second_factor_required"], true);
+    let other_token = other["token"].as_str().unwrap_or_default().to_owned();
+    let gate = json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&other_token)));
+    assert_eq!(
+        gate["reasons"],
+        json!(["SESSION_STEP_UP_REQUIRED"]),
+        "{gate}"
+    );
+    let passed = server.call(
+        "POST",
+        "/api/v1/sessions/current/second-factor",
+        Some(json!({ "totp_code": totp_code(&secret, 1) })),
+        Some(&other_token),
+    );
+    assert_eq!(passed.status, 200, "{}", passed.body);
+    let fresh = json_of(&passed)["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&fresh)))["allowed"],
+        true
+    );
+    assert!(
+        server
+            .messages_to("hanako@example.jp")
+            .iter()
+            .any(|message| message["purpose"] == "new_device")
+    );
+
+    // The audit chain holds every step and verifies.
+    let verify = support::kinko()
+        .args(["audit", "verify"])
+        .args(&server.store)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+fn bad_input_is_problem_json_and_stores_nothing(backend: &str) {
+    let server = start(backend);
+    let signup = |body: &str| http_with(&server.address, "POST", "/api/v1/signup", Some(body), &[]);
+    server.assert_problem(&signup("{not json"), 400, "REQUEST_INVALID");
+    server.assert_problem(
+        &signup(r#"{"email":"a@example.jp","password":"x"}"#),
+        400,
+        "REQUEST_INVALID",
+    );
+    server.assert_problem(
+        &signup(&json!({ "email": "a@example.jp", "password": PASSWORD, "phone": "09011112222", "birth_date": "1990-01-01" }).to_string()),
+        400,
+        "REQUEST_INVALID",
+    );
+    let cases = [
+        (
+            json!({ "email": "not-an-address", "password": PASSWORD, "phone": "09011112222" }),
+            "IDENTITY_EMAIL_INVALID",
+        ),
+        (
+            json!({ "email": "a@example.jp", "password": PASSWORD, "phone": "12" }),
+            "IDENTITY_PHONE_INVALID",
+        ),
+        (
+            json!({ "email": "a@example.jp", "password": "short", "phone": "09011112222" }),
+            "PASSWORD_TOO_SHORT",
+        ),
+        (
+            json!({ "email": "a@example.jp", "password": "password1234", "phone": "09011112222" }),
+            "PASSWORD_TOO_COMMON",
+        ),
+        (
+            json!({ "email": "longaddress@example.jp", "password": "longaddress@example.jp", "phone": "09011112222" }),
+            "PASSWORD_EQUALS_EMAIL",
+        ),
+    ];
+    for (body, code) in cases {
+        server.assert_problem(
+            &server.call("POST", "/api/v1/signup", Some(body), None),
+            400,
+            code,
+        );
+    }
+    // Nothing was stored and nothing was sent.
+    assert!(server.messages_to("a@example.jp").is_empty());
+    server.assert_problem(
+        &server.log_in("a@example.jp", PASSWORD),
+        401,
+        "IDENTITY_LOGIN_FAILED",
+    );
+    server.assert_problem(
+        &server.call("GET", "/api/v1/me", None, Some("kinko_s_forged")),
+        401,
+        "SESSION_INVALID",
+    );
+    server.assert_problem(
+        &server.call("GET", "/api/v1/me", None, None),
+        401,
+        "SESSION_INVALID",
+    );
+}
+
+fn recovery_refuses_injected_destinations_and_knowledge_alone(backend: &str) {
+    let server = start(backend);
+    server.active_user("taro@example.jp", "+818011112222");
+    let (secret, token) = server.enrol_totp(&server.token("taro@example.jp"));
+    let sent_before = server.messages_to("taro@example.jp").len();
+
+    // 7pay: a reset that names another address fails and sends nothing anywhere.
+    for field in ["send_to", "destination", "email_to", "phone"] {
+        let injected = server.call(
+            "POST",
+            "/api/v1/recovery",
+            Some(json!({ "email": "taro@example.jp", field: "attacker@evil.example" })),
+            None,
+        );
+        server.assert_problem(&injected, 400, "REQUEST_INVALID");
+    }
+    assert!(server.messages_to("attacker@evil.example").is_empty());
+    assert_eq!(server.messages_to("taro@example.jp").len(), sent_before);
+
+    // Unknown and known addresses get the same answer.
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                "/api/v1/recovery",
+                Some(json!({ "email": "nobody@example.jp" })),
+                None
+            )
+            .status,
+        202
+    );
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                "/api/v1/recovery",
+                Some(json!({ "email": "taro@example.jp" })),
+                None
+            )
+            .status,
+        202
+    );
+    assert!(server.messages_to("nobody@example.jp").is_empty());
+    let email_code = server.code_sent("taro@example.jp", "recovery");
+
+    // Knowledge alone (e-mail, birth date, phone) is not even a request the API understands;
+    // the e-mail code without a possession factor fails.
+    let knowledge = json!({ "email": "taro@example.jp", "email_code": email_code, "birth_date": "1985-11-23", "phone": "+818011112222", "new_password": "a brand new passphrase 2026" });
+    server.assert_problem(
+        &server.call("POST", "/api/v1/recovery/complete", Some(knowledge), None),
+        400,
+        "REQUEST_INVALID",
+    );
+    let no_possession = json!({ "email": "taro@example.jp", "email_code": email_code, "new_password": "a brand new passphrase 2026" });
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/recovery/complete",
+            Some(no_possession),
+            None,
+        ),
+        400,
+        "IDENTITY_RECOVERY_FAILED",
+    );
+    let wrong_totp = json!({ "email": "taro@example.jp", "email_code": email_code, "totp_code": "000000", "new_password": "a brand new passphrase 2026" });
+    server.assert_problem(
+        &server.call("POST", "/api/v1/recovery/complete", Some(wrong_totp), None),
+        400,
+        "IDENTITY_RECOVERY_FAILED",
+    );
+
+    // With the registered phone's code it works: other sessions end, the old channel is told,
+    // and outgoing money is frozen.
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                "/api/v1/recovery",
+                Some(json!({ "email": "taro@example.jp" })),
+                None
+            )
+            .status,
+        202
+    );
+    let email_code = server.code_sent("taro@example.jp", "recovery");
+    let sms_code = server.code_sent("+818011112222", "recovery_phone");
+    let complete = json!({ "email": "taro@example.jp", "email_code": email_code, "sms_code": sms_code, "new_password": "a brand new passphrase 2026" });
+    let done = server.call("POST", "/api/v1/recovery/complete", Some(complete), None);
+    assert_eq!(done.status, 204, "{}", done.body);
+    server.assert_problem(
+        &server.call("GET", "/api/v1/me", None, Some(&token)),
+        401,
+        "SESSION_INVALID",
+    );
+    assert!(
+        server
+            .messages_to("taro@example.jp")
+            .iter()
+            .any(|message| message["purpose"] == "account_recovered")
+    );
+    server.assert_problem(
+        &server.log_in("taro@example.jp", PASSWORD),
+        401,
+        "IDENTITY_LOGIN_FAILED",
+    );
+    let signed_in = json_of(&server.log_in("taro@example.jp", "a brand new passphrase 2026"));
+    let new_token = signed_in["token"].as_str().unwrap_or_default().to_owned();
+    let passed = server.call(
+        "POST",
+        "/api/v1/sessions/current/second-factor",
+        Some(json!({ "totp_code": totp_code(&secret, 1) })),
+        Some(&new_token),
+    );
+    let fresh = json_of(&passed)["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let gate = json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&fresh)));
+    assert!(
+        gate["reasons"]
+            .to_string()
+            .contains("IDENTITY_OUTGOING_FROZEN"),
+        "{gate}"
+    );
+}
+
+fn credential_stuffing_hits_the_lock(backend: &str) {
+    let server = start(backend);
+    server.active_user("victim@example.jp", "+817033334444");
+    for attempt in 0..100 {
+        let response = server.log_in(
+            "victim@example.jp",
+            &format!("leaked password number {attempt}"),
+        );
+        server.assert_problem(&response, 401, "IDENTITY_LOGIN_FAILED");
+    }
+    // Locked now: even the right password gets the same answer, and the holder was told.
+    server.assert_problem(
+        &server.log_in("victim@example.jp", PASSWORD),
+        401,
+        "IDENTITY_LOGIN_FAILED",
+    );
+    assert!(
+        server
+            .messages_to("victim@example.jp")
+            .iter()
+            .any(|message| message["purpose"] == "account_locked")
+    );
+    // An unknown address answers exactly the same.
+    let unknown = server.log_in("nobody@example.jp", PASSWORD);
+    server.assert_problem(&unknown, 401, "IDENTITY_LOGIN_FAILED");
+}
+
+fn no_route_lets_user_a_touch_user_b(backend: &str) {
+    let server = start(backend);
+    server.active_user("a@example.jp", "+819000000001");
+    server.active_user("b@example.jp", "+819000000002");
+    let a = server.token("a@example.jp");
+    let b = server.token("b@example.jp");
+    let b_sessions = json_of(&server.call("GET", "/api/v1/sessions", None, Some(&b)));
+    let b_session = b_sessions[0]["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let b_devices = json_of(&server.call("GET", "/api/v1/devices", None, Some(&b)));
+    let b_device = b_devices[0]["device_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    server.assert_problem(
+        &server.call(
+            "DELETE",
+            &format!("/api/v1/sessions/{b_session}"),
+            None,
+            Some(&a),
+        ),
+        404,
+        "SESSION_NOT_FOUND",
+    );
+    server.assert_problem(
+        &server.call(
+            "DELETE",
+            &format!("/api/v1/devices/{b_device}"),
+            None,
+            Some(&a),
+        ),
+        404,
+        "DEVICE_NOT_FOUND",
+    );
+    // A sees only its own.
+    let a_sessions = json_of(&server.call("GET", "/api/v1/sessions", None, Some(&a)));
+    assert!(!a_sessions.to_string().contains(&b_session));
+    assert_eq!(
+        json_of(&server.call("GET", "/api/v1/me", None, Some(&b)))["email"],
+        "b@example.jp"
+    );
+    // B revokes its own session: it ends.
+    assert_eq!(
+        server
+            .call(
+                "DELETE",
+                &format!("/api/v1/sessions/{b_session}"),
+                None,
+                Some(&b)
+            )
+            .status,
+        204
+    );
+    server.assert_problem(
+        &server.call("GET", "/api/v1/me", None, Some(&b)),
+        401,
+        "SESSION_INVALID",
+    );
+    // A device token of B presented by A's sign-in is ignored: A gets a new device.
+    let first = json_of(&server.log_in("b@example.jp", PASSWORD));
+    let b_device_token = first["device_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let a_again = server.call_from_device(
+        "POST",
+        "/api/v1/sessions",
+        json!({ "email": "a@example.jp", "password": PASSWORD }),
+        &b_device_token,
+    );
+    assert!(
+        json_of(&a_again)["device_token"].is_string(),
+        "B's device token must not sign A in on B's device"
+    );
+}
+
+fn one_phone_one_wallet_and_no_enumeration(backend: &str) {
+    let server = start(backend);
+    server.active_user("first@example.jp", "+819055556666");
+    // The same e-mail again: the same answer, no code, a notice to the owner.
+    let again = server.call(
+        "POST",
+        "/api/v1/signup",
+        Some(
+            json!({ "email": "first@example.jp", "password": PASSWORD, "phone": "+819099990000" }),
+        ),
+        None,
+    );
+    assert_eq!(again.status, 202);
+    assert!(server.messages_to("+819099990000").is_empty());
+    assert!(
+        server
+            .messages_to("first@example.jp")
+            .iter()
+            .any(|message| message["purpose"] == "signup_existing")
+    );
+    // The same phone for a second wallet: refused when the phone is verified.
+    let second = server.call(
+        "POST",
+        "/api/v1/signup",
+        Some(
+            json!({ "email": "second@example.jp", "password": PASSWORD, "phone": "+819055556666" }),
+        ),
+        None,
+    );
+    assert_eq!(second.status, 202);
+    let user_id = json_of(&second)["user_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let sms_code = server.code_sent("+819055556666", "verify_phone");
+    let verify = server.call(
+        "POST",
+        &format!("/api/v1/signup/{user_id}/verify"),
+        Some(json!({ "channel": "sms", "code": sms_code })),
+        None,
+    );
+    server.assert_problem(&verify, 409, "IDENTITY_PHONE_IN_USE");
+    // Wrong codes are counted: after 5 the code is dead.
+    let email_code = server.code_sent("second@example.jp", "verify_email");
+    let wrong = if email_code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    for _ in 0..5 {
+        let response = server.call(
+            "POST",
+            &format!("/api/v1/signup/{user_id}/verify"),
+            Some(json!({ "channel": "email", "code": wrong })),
+            None,
+        );
+        assert_eq!(response.status, 400, "{}", response.body);
+    }
+    let late = server.call(
+        "POST",
+        &format!("/api/v1/signup/{user_id}/verify"),
+        Some(json!({ "channel": "email", "code": email_code })),
+        None,
+    );
+    server.assert_problem(&late, 400, "CODE_EXPIRED");
+}
