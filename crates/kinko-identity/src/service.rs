@@ -381,6 +381,16 @@ impl IdentityService {
         &self.db
     }
 
+    /// The server key, for the operator routes (operators' TOTP secrets are sealed with it).
+    pub fn secret_box(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// The clock the flows read, for the operator routes.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     fn now_ms(&self) -> i64 {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
@@ -702,22 +712,39 @@ impl IdentityService {
         let now_ms = self.now_ms();
         let user = session.user_id;
         self.db.transaction(|tx: &mut dyn Tx| {
-            let recovery = totp::confirm_enrolment(tx, now_ms, user, code, &self.secrets)
-                .map_err(|error| match error {
+            let recovery = totp::confirm_enrolment(tx, now_ms, user, code, &self.secrets).map_err(
+                |error| match error {
                     TotpError::AlreadyEnrolled => IdentityError::SecondFactorExists,
                     TotpError::NotEnrolled => IdentityError::SecondFactorRequired,
                     TotpError::Store(error) => IdentityError::Store(error),
                     _ => IdentityError::SecondFactorInvalid,
-                })?;
+                },
+            )?;
             session::mark_second_factor(tx, now_ms, session.session_id)?;
             let rotated = session::rotate(tx, now_ms, session.session_id)?;
             let row = user_by_id(tx, user)?.ok_or(IdentityError::NotFound)?;
-            send(tx, now_ms, Channel::Email, &row.email, "factor_added",
-                "Kinko: 二段階認証を設定しました / Second factor set up",
-                "Kinko の二段階認証（認証アプリ）を設定しました。お心当たりがなければ、すぐにサポートへ連絡してください。\n\
-                 An authenticator app was set up as your Kinko second factor. If this was not you, contact support now.")?;
-            audit(tx, now_ms, Actor::User(user), "second_factor.added", user, serde_json::json!({ "method": "totp" }))?;
-            let codes = recovery.codes().iter().map(|code| code.expose_secret().to_owned()).collect();
+            // A new factor is what a thief adds after taking a password (7pay): other sessions
+            // end, the registered address is told, and outgoing money waits.
+            self.lock_down(
+                tx,
+                now_ms,
+                &row,
+                Some(session.session_id),
+                "second_factor_added",
+            )?;
+            audit(
+                tx,
+                now_ms,
+                Actor::User(user),
+                "second_factor.added",
+                user,
+                serde_json::json!({ "method": "totp" }),
+            )?;
+            let codes = recovery
+                .codes()
+                .iter()
+                .map(|code| code.expose_secret().to_owned())
+                .collect();
             Ok((codes, rotated))
         })
     }

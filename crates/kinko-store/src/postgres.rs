@@ -21,7 +21,14 @@ use uuid::Uuid;
 use crate::migrations;
 
 fn fail(error: postgres::Error) -> StoreError {
-    StoreError::new(format!("postgres: {error}"))
+    match error.as_db_error() {
+        Some(db_error) => StoreError::new(format!(
+            "postgres: {} ({})",
+            db_error.message(),
+            db_error.code().code()
+        )),
+        None => StoreError::new(format!("postgres: {error}")),
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {

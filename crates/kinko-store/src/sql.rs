@@ -449,8 +449,17 @@ struct PostgresTx<'c> {
     client: &'c mut postgres::Client,
 }
 
+/// Keeps the server's own message (a trigger's "append-only", a constraint's name): the
+/// driver's Display says only "db error".
 fn postgres_error(error: postgres::Error) -> StoreError {
-    StoreError::new(format!("postgres: {error}"))
+    match error.as_db_error() {
+        Some(db_error) => StoreError::new(format!(
+            "postgres: {} ({})",
+            db_error.message(),
+            db_error.code().code()
+        )),
+        None => StoreError::new(format!("postgres: {error}")),
+    }
 }
 
 /// A PostgreSQL parameter: binds a `Value` whatever the column's declared type family.

@@ -82,7 +82,7 @@ pub fn serve(
         secrets,
         Arc::new(SandboxKycProvider),
         Arc::clone(&clock),
-        IdentityConfig::DEFAULT,
+        identity_config()?,
     ));
     let stopping = Arc::new(AtomicBool::new(false));
     let delivery = spawn_delivery(
@@ -124,6 +124,24 @@ pub fn serve(
         Ledger::shutdown(ledger);
     }
     Ok(())
+}
+
+/// The identity defaults, with the ⟨configurable⟩ numbers of THREATS.md read from the
+/// environment. Out-of-bound values refuse to start.
+fn identity_config() -> anyhow::Result<IdentityConfig> {
+    let mut config = IdentityConfig::DEFAULT;
+    if let Ok(text) = std::env::var("KINKO_OUTGOING_FREEZE_S") {
+        let seconds: i64 = text
+            .trim()
+            .parse()
+            .context("KINKO_OUTGOING_FREEZE_S must be a whole number of seconds")?;
+        anyhow::ensure!(
+            (0..=30 * 24 * 3_600).contains(&seconds),
+            "KINKO_OUTGOING_FREEZE_S must be between 0 and 2592000 (30 days)"
+        );
+        config.outgoing_freeze_ms = seconds * 1_000;
+    }
+    Ok(config)
 }
 
 /// Delivers the notification outbox once a second until the server stops.

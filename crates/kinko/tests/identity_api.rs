@@ -8,7 +8,7 @@ mod support;
 use std::process::Child;
 
 use serde_json::{Value, json};
-use support::{HttpResponse, fresh_store, http_with, spawn_server};
+use support::{HttpResponse, fresh_store, http_with, spawn_server, spawn_server_with};
 
 struct Server {
     child: Child,
@@ -27,6 +27,19 @@ impl Drop for Server {
 fn start(backend: &str) -> Server {
     let (store, dir) = fresh_store(backend);
     let (child, address) = spawn_server("serve", &store);
+    Server {
+        child,
+        address,
+        store,
+        _dir: dir,
+    }
+}
+
+/// A server whose post-change freeze lasts `seconds` instead of 24 hours.
+fn start_with_freeze(backend: &str, seconds: &str) -> Server {
+    let (store, dir) = fresh_store(backend);
+    let (child, address) =
+        spawn_server_with("serve", &store, &[("KINKO_OUTGOING_FREEZE_S", seconds)]);
     Server {
         child,
         address,
@@ -249,10 +262,12 @@ both!(
     credential_stuffing_hits_the_lock,
     no_route_lets_user_a_touch_user_b,
     one_phone_one_wallet_and_no_enumeration,
+    cookie_sessions_need_the_csrf_token_to_change_state,
+    sign_ups_are_rate_limited_per_source,
 );
 
 fn sign_up_login_second_factor_kyc_and_the_money_gate(backend: &str) {
-    let server = start(backend);
+    let server = start_with_freeze(backend, "2");
     server.active_user("hanako@example.jp", "090-1234-5678");
     let token = server.token("hanako@example.jp");
 
@@ -285,6 +300,21 @@ fn sign_up_login_second_factor_kyc_and_the_money_gate(backend: &str) {
     );
     server.assert_problem(&replay, 401, "IDENTITY_SECOND_FACTOR_INVALID");
 
+    // Adding a factor freezes outgoing money (here for 2 s instead of 24 h) and tells the
+    // registered address.
+    let gate = json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&rotated)));
+    assert_eq!(
+        gate["reasons"],
+        json!(["IDENTITY_OUTGOING_FROZEN", "IDENTITY_KYC_REQUIRED"]),
+        "{gate}"
+    );
+    assert!(
+        server
+            .messages_to("hanako@example.jp")
+            .iter()
+            .any(|message| message["purpose"] == "second_factor_added")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
     let gate = json_of(&server.call("GET", "/api/v1/me/money-gate", None, Some(&rotated)));
     assert_eq!(gate["reasons"], json!(["IDENTITY_KYC_REQUIRED"]), "{gate}");
 
@@ -709,4 +739,77 @@ fn one_phone_one_wallet_and_no_enumeration(backend: &str) {
         None,
     );
     server.assert_problem(&late, 400, "CODE_EXPIRED");
+}
+
+fn cookie_sessions_need_the_csrf_token_to_change_state(backend: &str) {
+    let server = start(backend);
+    server.active_user("cookie@example.jp", "+819011112222");
+    let signed_in = server.log_in("cookie@example.jp", PASSWORD);
+    let set_cookie = signed_in
+        .header("set-cookie")
+        .unwrap_or_default()
+        .to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_owned();
+    let csrf = json_of(&signed_in)["csrf_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let with = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("Cookie", cookie.as_str())];
+        all.extend_from_slice(headers);
+        http_with(&server.address, method, path, None, &all)
+    };
+    assert_eq!(
+        with("GET", "/api/v1/me", &[]).status,
+        200,
+        "a cookie reads without a CSRF token"
+    );
+    server.assert_problem(
+        &with("POST", "/api/v1/me/totp", &[]),
+        403,
+        "SESSION_CSRF_INVALID",
+    );
+    server.assert_problem(
+        &with(
+            "POST",
+            "/api/v1/me/totp",
+            &[("X-CSRF-Token", "kinko_c_forged")],
+        ),
+        403,
+        "SESSION_CSRF_INVALID",
+    );
+    let enrolled = with(
+        "POST",
+        "/api/v1/me/totp",
+        &[("X-CSRF-Token", csrf.as_str())],
+    );
+    assert_eq!(enrolled.status, 200, "{}", enrolled.body);
+}
+
+fn sign_ups_are_rate_limited_per_source(backend: &str) {
+    let server = start(backend);
+    let mut statuses = Vec::new();
+    for index in 0..21 {
+        let body = json!({ "email": format!("bulk{index}@example.jp"), "password": PASSWORD, "phone": format!("+8190{index:08}") });
+        statuses.push(
+            server
+                .call("POST", "/api/v1/signup", Some(body), None)
+                .status,
+        );
+    }
+    assert!(
+        statuses[..20].iter().all(|status| *status == 202),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses[20], 429,
+        "the 21st sign-up from one address within the hour"
+    );
+    assert!(
+        server.messages_to("bulk20@example.jp").is_empty(),
+        "a refused sign-up sends nothing"
+    );
 }

@@ -43,7 +43,17 @@ pub const TEST_SECRET_KEY: &str =
 
 /// Starts `kinko serve --port 0 …` and returns the child with the address it printed.
 pub fn spawn_server(subcommand: &str, store: &[String]) -> (Child, String) {
+    spawn_server_with(subcommand, store, &[])
+}
+
+/// The same with extra environment variables.
+pub fn spawn_server_with(
+    subcommand: &str,
+    store: &[String],
+    environment: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = kinko()
+        .envs(environment.iter().copied())
         .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
         .env_remove("KINKO_ENV")
         .env_remove("KINKO_NOTIFY")

@@ -101,30 +101,71 @@ fn source(headers: &HeaderMap, address: SocketAddr) -> Source {
     }
 }
 
-/// A request authenticated by `Authorization: Bearer <session token>`.
+/// The cookie that carries the session token for pages (HttpOnly: scripts never see it).
+pub const SESSION_COOKIE: &str = "kinko_session";
+/// The header a cookie-authenticated, state-changing request must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// A request authenticated by `Authorization: Bearer <session token>` (API clients) or by the
+/// session cookie (pages). A cookie rides along on every request the browser makes, so with a
+/// cookie a state-changing request must also carry the session's CSRF token in `X-CSRF-Token`.
 pub struct Authenticated(pub SessionInfo);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "SESSION_INVALID",
-                    "Sign in first: send Authorization: Bearer <session token>.",
-                )
-            })?;
+            .map(str::to_owned);
+        let (token, csrf) = match bearer {
+            Some(token) => (token, None),
+            None => {
+                let token = session_cookie(&parts.headers).ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::UNAUTHORIZED,
+                        "SESSION_INVALID",
+                        "Sign in first: send Authorization: Bearer <session token>.",
+                    )
+                })?;
+                let changes_state = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+                let csrf = if changes_state {
+                    Some(
+                        parts
+                            .headers
+                            .get(CSRF_HEADER)
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                } else {
+                    None
+                };
+                (token, csrf)
+            }
+        };
         let service = identity(state);
-        blocking(move || service.authenticate(&token))
-            .await
-            .map(Authenticated)
+        let session = blocking(move || service.authenticate(&token)).await?;
+        if let Some(presented) = csrf {
+            session
+                .check_csrf(&presented)
+                .map_err(|error| Problem::from(IdentityError::from(error)))?;
+        }
+        Ok(Authenticated(session))
     }
 }
 
@@ -201,8 +242,11 @@ pub struct LogInRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct SessionIssued {
-    /// The bearer token: `Authorization: Bearer <token>`.
+    /// The bearer token: `Authorization: Bearer <token>`. Also set as the HttpOnly session
+    /// cookie for pages.
     token: String,
+    /// For cookie-authenticated pages: send it in `X-CSRF-Token` on every state change.
+    csrf_token: String,
     session_id: String,
     /// Present when this sign-in registered a new device: send it back in `X-Kinko-Device`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,6 +258,7 @@ pub struct SessionIssued {
 fn issued(session: NewSession, second_factor_required: bool) -> SessionIssued {
     SessionIssued {
         token: session.token.expose_secret().to_owned(),
+        csrf_token: session.csrf_token.expose_secret().to_owned(),
         session_id: session.session_id.to_string(),
         device_token: session
             .device_token
@@ -229,13 +274,13 @@ pub async fn log_in(
     ConnectInfo(address): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<LogInRequest>,
-) -> Result<(StatusCode, Json<SessionIssued>), Problem> {
+) -> Result<(StatusCode, SessionIssued), Problem> {
     let service = identity(&state);
     let source = source(&headers, address);
     let signed_in = blocking(move || service.log_in(&body.email, &body.password, &source)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(issued(signed_in.session, signed_in.second_factor_required)),
+        issued(signed_in.session, signed_in.second_factor_required),
     ))
 }
 
@@ -263,7 +308,7 @@ pub async fn second_factor(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
     ApiJson(body): ApiJson<SecondFactorRequest>,
-) -> Result<Json<SessionIssued>, Problem> {
+) -> Result<SessionIssued, Problem> {
     let service = identity(&state);
     let rotated = blocking(move || {
         service.pass_second_factor(
@@ -273,7 +318,7 @@ pub async fn second_factor(
         )
     })
     .await?;
-    Ok(Json(issued(rotated, false)))
+    Ok(issued(rotated, false))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -643,7 +688,14 @@ pub async fn sandbox_outbox(
 }
 
 impl IntoResponse for SessionIssued {
+    /// The JSON body, and the session cookie: HttpOnly (no script reads it), Secure (never over
+    /// plain HTTP, except to localhost), SameSite=Strict (never sent by another site's page).
     fn into_response(self) -> Response {
-        Json(self).into_response()
+        let cookie = format!(
+            "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+            self.token,
+            kinko_identity::session::SESSION_ABSOLUTE_LIFETIME_MS / 1_000
+        );
+        ([(header::SET_COOKIE, cookie)], Json(self)).into_response()
     }
 }
