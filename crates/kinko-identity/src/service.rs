@@ -85,6 +85,10 @@ pub enum IdentityError {
     NotFound,
     #[error("a second factor is already set up")]
     SecondFactorExists,
+    #[error("this e-mail address belongs to another account")]
+    EmailInUse,
+    #[error("no contact change is waiting for a code")]
+    NoPendingChange,
     #[error("{0}")]
     Session(#[from] SessionError),
     #[error("storage failed")]
@@ -114,6 +118,8 @@ impl ErrorCode for IdentityError {
             IdentityError::KycUnavailable => "KYC_PROVIDER_UNAVAILABLE",
             IdentityError::NotFound => "NOT_FOUND",
             IdentityError::SecondFactorExists => "IDENTITY_SECOND_FACTOR_EXISTS",
+            IdentityError::EmailInUse => "IDENTITY_EMAIL_IN_USE",
+            IdentityError::NoPendingChange => "IDENTITY_NO_PENDING_CHANGE",
             IdentityError::Session(error) => error.code(),
             IdentityError::Store(_) | IdentityError::Internal(_) | IdentityError::Notify(_) => {
                 "INTERNAL"
@@ -130,7 +136,10 @@ impl ErrorCode for IdentityError {
             | IdentityError::CodeExpired
             | IdentityError::RecoveryFailed => ErrorKind::InvalidInput,
             IdentityError::RateLimited { .. } => ErrorKind::RateLimited,
-            IdentityError::PhoneInUse | IdentityError::SecondFactorExists => ErrorKind::Conflict,
+            IdentityError::PhoneInUse
+            | IdentityError::SecondFactorExists
+            | IdentityError::EmailInUse
+            | IdentityError::NoPendingChange => ErrorKind::Conflict,
             IdentityError::LoginFailed | IdentityError::SecondFactorInvalid => {
                 ErrorKind::Unauthenticated
             }
@@ -1060,6 +1069,116 @@ impl IdentityService {
             self.lock_down(tx, now_ms, &user, None, "account_recovered")?;
             audit(tx, now_ms, Actor::User(user.id), "recovery.completed", user.id,
                 serde_json::json!({ "possession": possession.kind() }))
+        })
+    }
+}
+
+impl IdentityService {
+    /// Starts changing the e-mail address or the phone number: the new one must prove itself
+    /// with a code before it replaces the old. With a second factor set up, the session must
+    /// have passed it within the last 5 minutes.
+    pub fn start_contact_change(
+        &self,
+        session: &SessionInfo,
+        channel: Channel,
+        new_value: &str,
+    ) -> Result<(), IdentityError> {
+        let new_value = match channel {
+            Channel::Email => normalize_email(new_value)?,
+            Channel::Sms => normalize_phone(new_value)?,
+        };
+        let now_ms = self.now_ms();
+        let user = session.user_id;
+        self.db.transaction(|tx: &mut dyn Tx| {
+            if totp::has_confirmed_totp(tx, user)
+                .map_err(|error| IdentityError::Internal(error.to_string()))?
+            {
+                session::require_fresh_for_money(session, now_ms)?;
+            }
+            user_by_id(tx, user)?.ok_or(IdentityError::NotFound)?;
+            let (column, purpose) = match channel {
+                Channel::Email => ("pending_email", CodePurpose::VerifyEmail),
+                Channel::Sms => ("pending_phone", CodePurpose::VerifyPhone),
+            };
+            tx.execute(
+                &format!("UPDATE identity_users SET {column} = $2 WHERE id = $1"),
+                &[Value::Uuid(user), new_value.as_str().into()],
+            )?;
+            self.send_code(tx, now_ms, user, purpose, channel, &new_value)?;
+            audit(
+                tx,
+                now_ms,
+                Actor::User(user),
+                match channel {
+                    Channel::Email => "email.change_started",
+                    Channel::Sms => "phone.change_started",
+                },
+                user,
+                serde_json::json!({}),
+            )
+        })
+    }
+
+    /// Confirms a contact change with the code sent to the new contact. The old contact is told,
+    /// other sessions end and outgoing money waits (THREATS.md 18).
+    pub fn confirm_contact_change(
+        &self,
+        session: &SessionInfo,
+        channel: Channel,
+        code: &str,
+    ) -> Result<UserProfile, IdentityError> {
+        let user = session.user_id;
+        let purpose = match channel {
+            Channel::Email => CodePurpose::VerifyEmail,
+            Channel::Sms => CodePurpose::VerifyPhone,
+        };
+        self.redeem(user, purpose, code)?;
+        let now_ms = self.now_ms();
+        self.db.transaction(|tx: &mut dyn Tx| {
+            let row = user_by_id(tx, user)?.ok_or(IdentityError::NotFound)?;
+            let pending = tx
+                .query_one(
+                    "SELECT pending_email, pending_phone FROM identity_users WHERE id = $1",
+                    &[Value::Uuid(user)],
+                )?;
+            let (pending, column, verified_column, what) = match channel {
+                Channel::Email => (pending.opt_text(0)?, "email", "email_verified_at", "email_changed"),
+                Channel::Sms => (pending.opt_text(1)?, "phone", "phone_verified_at", "phone_changed"),
+            };
+            let pending = pending.ok_or(IdentityError::NoPendingChange)?;
+            match channel {
+                Channel::Email => {
+                    if user_by_email(tx, &pending)?.is_some_and(|other| other.id != user) {
+                        return Err(IdentityError::EmailInUse);
+                    }
+                }
+                Channel::Sms => {
+                    let taken = tx.query_opt(
+                        "SELECT id FROM identity_users WHERE phone = $1 AND id <> $2
+                         AND phone_verified_at IS NOT NULL AND status <> 'closed'",
+                        &[pending.as_str().into(), Value::Uuid(user)],
+                    )?;
+                    if taken.is_some() {
+                        return Err(IdentityError::PhoneInUse);
+                    }
+                }
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE identity_users SET {column} = $2, {verified_column} = $3,
+                        pending_{column} = NULL WHERE id = $1"
+                ),
+                &[Value::Uuid(user), pending.as_str().into(), Value::Int(now_ms)],
+            )?;
+            // `row` holds the old contacts: the notice goes to the old e-mail address, and a
+            // phone change is also told to the old number.
+            self.lock_down(tx, now_ms, &row, Some(session.session_id), what)?;
+            if channel == Channel::Sms {
+                send(tx, now_ms, Channel::Sms, &row.phone, what, "Kinko",
+                    "Kinko に登録の電話番号が変更されました。お心当たりがなければサポートへご連絡ください。 / The phone number of your Kinko account was changed. If this was not you, contact support.")?;
+            }
+            audit(tx, now_ms, Actor::User(user), what, user, serde_json::json!({}))?;
+            self.profile_in(tx, user)
         })
     }
 }

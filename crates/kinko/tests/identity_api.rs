@@ -264,6 +264,7 @@ both!(
     one_phone_one_wallet_and_no_enumeration,
     cookie_sessions_need_the_csrf_token_to_change_state,
     sign_ups_are_rate_limited_per_source,
+    contact_changes_prove_the_new_contact_and_tell_the_old,
 );
 
 fn sign_up_login_second_factor_kyc_and_the_money_gate(backend: &str) {
@@ -811,5 +812,92 @@ fn sign_ups_are_rate_limited_per_source(backend: &str) {
     assert!(
         server.messages_to("bulk20@example.jp").is_empty(),
         "a refused sign-up sends nothing"
+    );
+}
+
+fn contact_changes_prove_the_new_contact_and_tell_the_old(backend: &str) {
+    let server = start(backend);
+    server.active_user("old@example.jp", "+819012340000");
+    server.active_user("taken@example.jp", "+819012349999");
+    let token = server.token("old@example.jp");
+    let other_session = server.token("old@example.jp");
+
+    let started = server.call(
+        "POST",
+        "/api/v1/me/email",
+        Some(json!({ "new_value": "new@example.jp" })),
+        Some(&token),
+    );
+    assert_eq!(started.status, 202, "{}", started.body);
+    // Nothing changes until the new address proves itself.
+    assert_eq!(
+        json_of(&server.call("GET", "/api/v1/me", None, Some(&token)))["email"],
+        "old@example.jp"
+    );
+    let code = server.code_sent("new@example.jp", "verify_email");
+    let confirmed = server.call(
+        "POST",
+        "/api/v1/me/email/confirm",
+        Some(json!({ "code": code })),
+        Some(&token),
+    );
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(json_of(&confirmed)["email"], "new@example.jp");
+    assert!(json_of(&confirmed)["outgoing_frozen_until_ms"].is_i64());
+    // The old address was told; the other session ended.
+    assert!(
+        server
+            .messages_to("old@example.jp")
+            .iter()
+            .any(|message| message["purpose"] == "email_changed")
+    );
+    server.assert_problem(
+        &server.call("GET", "/api/v1/me", None, Some(&other_session)),
+        401,
+        "SESSION_INVALID",
+    );
+    server.assert_problem(
+        &server.log_in("old@example.jp", PASSWORD),
+        401,
+        "IDENTITY_LOGIN_FAILED",
+    );
+    assert_eq!(server.log_in("new@example.jp", PASSWORD).status, 201);
+
+    // A phone number already holding an active wallet cannot be moved onto this one.
+    let started = server.call(
+        "POST",
+        "/api/v1/me/phone",
+        Some(json!({ "new_value": "+819012349999" })),
+        Some(&token),
+    );
+    assert_eq!(started.status, 202, "{}", started.body);
+    let code = server.code_sent("+819012349999", "verify_phone");
+    let refused = server.call(
+        "POST",
+        "/api/v1/me/phone/confirm",
+        Some(json!({ "code": code })),
+        Some(&token),
+    );
+    server.assert_problem(&refused, 409, "IDENTITY_PHONE_IN_USE");
+    // The e-mail code was used up: confirming again is refused, not a silent success.
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/me/email/confirm",
+            Some(json!({ "code": "12345678" })),
+            Some(&token),
+        ),
+        400,
+        "CODE_EXPIRED",
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/me/email",
+            Some(json!({ "new_value": "not an address" })),
+            Some(&token),
+        ),
+        400,
+        "IDENTITY_EMAIL_INVALID",
     );
 }

@@ -17,6 +17,10 @@ CREATE TABLE identity_users (
     locked_until BIGINT,
     -- After recovery or a credential change, outgoing money waits (⟨24 h⟩).
     outgoing_frozen_until BIGINT,
+    -- A contact change waiting for its code: the new address or number is used only once
+    -- proven, and the old one is told.
+    pending_email TEXT,
+    pending_phone TEXT,
     created_at BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX identity_users_email ON identity_users (email);

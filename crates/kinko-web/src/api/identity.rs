@@ -41,6 +41,10 @@ pub fn router() -> Router<AppState> {
         .route("/me/totp", post(begin_totp))
         .route("/me/totp/confirm", post(confirm_totp))
         .route("/me/password", post(change_password))
+        .route("/me/email", post(start_email_change))
+        .route("/me/email/confirm", post(confirm_email_change))
+        .route("/me/phone", post(start_phone_change))
+        .route("/me/phone/confirm", post(confirm_phone_change))
         .route("/me/kyc", post(submit_kyc))
         .route("/me/money-gate", get(money_gate))
         .route("/recovery", post(start_recovery))
@@ -494,6 +498,78 @@ pub async fn change_password(
     blocking(move || service.change_password(&session, &body.current_password, &body.new_password))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactChangeRequest {
+    /// The new e-mail address or phone number; a code goes to it.
+    new_value: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactConfirmRequest {
+    code: String,
+}
+
+async fn start_change(
+    state: AppState,
+    session: SessionInfo,
+    channel: Channel,
+    new_value: String,
+) -> Result<StatusCode, Problem> {
+    let service = identity(&state);
+    blocking(move || service.start_contact_change(&session, channel, &new_value)).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn confirm_change(
+    state: AppState,
+    session: SessionInfo,
+    channel: Channel,
+    code: String,
+) -> Result<Json<ProfileView>, Problem> {
+    let service = identity(&state);
+    let profile =
+        blocking(move || service.confirm_contact_change(&session, channel, &code)).await?;
+    Ok(Json(profile.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/me/email", request_body = ContactChangeRequest, responses((status = 202), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn start_email_change(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<ContactChangeRequest>,
+) -> Result<StatusCode, Problem> {
+    start_change(state, session, Channel::Email, body.new_value).await
+}
+
+#[utoipa::path(post, path = "/api/v1/me/email/confirm", request_body = ContactConfirmRequest, responses((status = 200, body = ProfileView), (status = 400, body = Problem), (status = 409, body = Problem)))]
+pub async fn confirm_email_change(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<ContactConfirmRequest>,
+) -> Result<Json<ProfileView>, Problem> {
+    confirm_change(state, session, Channel::Email, body.code).await
+}
+
+#[utoipa::path(post, path = "/api/v1/me/phone", request_body = ContactChangeRequest, responses((status = 202), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn start_phone_change(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<ContactChangeRequest>,
+) -> Result<StatusCode, Problem> {
+    start_change(state, session, Channel::Sms, body.new_value).await
+}
+
+#[utoipa::path(post, path = "/api/v1/me/phone/confirm", request_body = ContactConfirmRequest, responses((status = 200, body = ProfileView), (status = 400, body = Problem), (status = 409, body = Problem)))]
+pub async fn confirm_phone_change(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<ContactConfirmRequest>,
+) -> Result<Json<ProfileView>, Problem> {
+    confirm_change(state, session, Channel::Sms, body.code).await
 }
 
 #[derive(Deserialize, ToSchema)]
