@@ -7,6 +7,7 @@
 //! - `ratelimit` — limits on every guess and every sign-up, per source.
 //! - `secrets` — encryption of secrets at rest (TOTP seeds).
 //! - `totp` — TOTP second factor and recovery codes.
+//! - `passkey` — WebAuthn passkeys, the other second factor.
 //! - `session` — opaque session tokens, devices, freshness for money actions.
 //! - `kyc` — eKYC provider trait, the sandbox provider, KYC levels.
 //! - `operator` — operator accounts and roles.
@@ -16,6 +17,7 @@ pub mod codes;
 pub mod kyc;
 pub mod notify;
 pub mod operator;
+pub mod passkey;
 pub mod password;
 pub mod ratelimit;
 pub mod secrets;

@@ -386,6 +386,10 @@ impl IdentityService {
         }
     }
 
+    pub fn config(&self) -> &IdentityConfig {
+        &self.config
+    }
+
     pub fn database(&self) -> &Arc<Database> {
         &self.db
     }
@@ -553,7 +557,7 @@ impl IdentityService {
 
     fn profile_in(&self, tx: &mut dyn Tx, user: u128) -> Result<UserProfile, IdentityError> {
         let row = user_by_id(tx, user)?.ok_or(IdentityError::NotFound)?;
-        let second_factor = totp::has_confirmed_totp(tx, user)
+        let second_factor = crate::passkey::has_second_factor(tx, user)
             .map_err(|error| IdentityError::Internal(error.to_string()))?;
         Ok(UserProfile {
             user_id: uuid::Uuid::from_u128(row.id),
@@ -634,7 +638,7 @@ impl IdentityService {
                 None => DeviceRef::New { label: &source.device_label },
             };
             let new_session = session::create(tx, now_ms, user.id, device)?;
-            let has_factor = totp::has_confirmed_totp(tx, user.id)
+            let has_factor = crate::passkey::has_second_factor(tx, user.id)
                 .map_err(|error| IdentityError::Internal(error.to_string()))?;
             if new_session.is_new_device() {
                 send(tx, now_ms, Channel::Email, &user.email, "new_device",
@@ -773,7 +777,7 @@ impl IdentityService {
             if user.status != "active" {
                 reasons.push("IDENTITY_NOT_ACTIVE");
             }
-            if !totp::has_confirmed_totp(tx, session.user_id)
+            if !crate::passkey::has_second_factor(tx, session.user_id)
                 .map_err(|error| IdentityError::Internal(error.to_string()))?
             {
                 reasons.push("IDENTITY_SECOND_FACTOR_REQUIRED");
@@ -932,7 +936,7 @@ impl IdentityService {
         let hash = password::hash_password(new)
             .map_err(|error| IdentityError::Internal(error.to_string()))?;
         self.db.transaction(|tx: &mut dyn Tx| {
-            if totp::has_confirmed_totp(tx, user.id)
+            if crate::passkey::has_second_factor(tx, user.id)
                 .map_err(|error| IdentityError::Internal(error.to_string()))?
             {
                 session::require_fresh_for_money(session, now_ms)?;
@@ -1090,7 +1094,7 @@ impl IdentityService {
         let now_ms = self.now_ms();
         let user = session.user_id;
         self.db.transaction(|tx: &mut dyn Tx| {
-            if totp::has_confirmed_totp(tx, user)
+            if crate::passkey::has_second_factor(tx, user)
                 .map_err(|error| IdentityError::Internal(error.to_string()))?
             {
                 session::require_fresh_for_money(session, now_ms)?;

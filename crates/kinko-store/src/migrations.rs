@@ -20,6 +20,14 @@ pub const SQLITE: &[Migration] = &[
         "0003_identity",
         include_str!("../migrations/sqlite/0003_identity.sql"),
     ),
+    (
+        "0004_passkeys",
+        include_str!("../migrations/sqlite/0004_passkeys.sql"),
+    ),
+    (
+        "0005_banking",
+        include_str!("../migrations/sqlite/0005_banking.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -34,6 +42,14 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0003_identity",
         include_str!("../migrations/postgres/0003_identity.sql"),
+    ),
+    (
+        "0004_passkeys",
+        include_str!("../migrations/postgres/0004_passkeys.sql"),
+    ),
+    (
+        "0005_banking",
+        include_str!("../migrations/postgres/0005_banking.sql"),
     ),
 ];
 

@@ -141,6 +141,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let location = args.store.location()?;
     let ledger = crate::start_ledger(&location, WriterConfig::DEFAULT)?;
     seed(&ledger).context("seeding the demo")?;
+    let database = kinko_store::sql::Database::open(&location)?;
+    let banks_added = database
+        .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+            let now_ms = i64::try_from(kinko_core::Clock::now_ms(&kinko_core::SystemClock))
+                .unwrap_or(i64::MAX);
+            kinko_banking::registry::seed(tx, now_ms, kinko_banking::registry::SEED_CSV)
+        })
+        .map_err(|error| anyhow::anyhow!("seeding the partner banks: {error}"))?;
+    drop(database);
     let ids = SEED_ACCOUNTS
         .iter()
         .map(|seed| account_id(seed.id))
@@ -152,6 +161,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  URL:     http://{address}/");
         println!("  health:  http://{address}/healthz");
         println!("  metrics: http://{address}/metrics");
+        println!("  API:     http://{address}/api/v1/openapi.json");
+        println!(
+            "  sandbox outbox (codes sent by e-mail/SMS): http://{address}/api/v1/sandbox/outbox?destination=…"
+        );
         println!("Seeded ledger accounts (JPY):");
         for (seed, account) in SEED_ACCOUNTS.iter().zip(&accounts) {
             let balance = i64::try_from(account.credit_balance_posted()).unwrap_or(i64::MAX);
@@ -161,6 +174,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 Money::yen(balance).to_string()
             );
         }
+        println!(
+            "Partner banks: 35 in the registry ({banks_added} added now), legacy PIN method off at all."
+        );
         println!("Press Ctrl-C to stop.");
     })?;
     Ok(ExitCode::SUCCESS)

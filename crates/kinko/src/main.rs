@@ -1,5 +1,6 @@
 //! `kinko`: the one binary. `serve` runs the platform, `demo` runs it seeded, `check` verifies
-//! the ledger's invariants, `bench` measures, `migrate` applies migrations.
+//! the ledger's invariants, `audit verify` the audit chain, `admin create-operator` makes the
+//! first operator, `bench` measures, `migrate` applies migrations.
 
 mod admin;
 mod audit;

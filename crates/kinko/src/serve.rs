@@ -69,6 +69,8 @@ pub fn serve(
     }
     kinko_identity::password::common_passwords_loaded()
         .context("loading the common-password list")?;
+    // Passkeys need the relying party's id and origin; production refuses to start without.
+    kinko_identity::passkey::RelyingParty::from_env().context("configuring passkeys")?;
     let database = Arc::new(
         Database::open(location).with_context(|| format!("opening {}", location.describe()))?,
     );

@@ -32,7 +32,10 @@ fn serve_answers_health_metrics_and_problems(backend: &str) {
         "{document}"
     );
     assert!(document["paths"]["/healthz"].is_object(), "{document}");
-    assert!(document["paths"]["/api/v1/signup"]["post"].is_object(), "{document}");
+    assert!(
+        document["paths"]["/api/v1/signup"]["post"].is_object(),
+        "{document}"
+    );
 
     let index = http(&address, "GET", "/", None);
     assert_eq!(index.status, 200);

@@ -13,6 +13,8 @@ use crate::AppState;
 use crate::problem::Problem;
 
 pub mod identity;
+pub mod operator;
+pub mod passkey;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +32,10 @@ pub mod identity;
         identity::begin_totp,
         identity::confirm_totp,
         identity::change_password,
+        identity::start_email_change,
+        identity::confirm_email_change,
+        identity::start_phone_change,
+        identity::confirm_phone_change,
         identity::submit_kyc,
         identity::money_gate,
         identity::list_sessions,
@@ -40,6 +46,17 @@ pub mod identity;
         identity::start_recovery,
         identity::complete_recovery,
         identity::sandbox_outbox,
+        passkey::start_registration,
+        passkey::finish_registration,
+        passkey::list_passkeys,
+        passkey::remove_passkey,
+        passkey::start_authentication,
+        passkey::finish_authentication,
+        operator::sign_in,
+        operator::sign_out,
+        operator::read_user,
+        operator::read_audit,
+        operator::create_operator,
     ),
     components(schemas(crate::Health, Problem))
 )]
@@ -48,7 +65,9 @@ pub struct ApiDoc;
 pub fn router(sandbox: bool) -> Router<AppState> {
     let router = Router::new()
         .route("/openapi.json", get(openapi))
-        .merge(identity::router());
+        .merge(identity::router())
+        .merge(passkey::router())
+        .merge(operator::router());
     if sandbox {
         router.merge(identity::sandbox_router())
     } else {

@@ -1,0 +1,269 @@
+//! `/api/v1` passkey routes: registering a passkey (WebAuthn) as a second factor, passing it on
+//! the current session, listing and removing passkeys. The ceremonies are two calls each: a
+//! start that returns the options for `navigator.credentials.create()`/`get()`, and a finish
+//! that takes the browser's `PublicKeyCredential` as JSON. Every route needs a bearer session.
+//!
+//! The relying party (`KINKO_RP_ID`, `KINKO_RP_ORIGIN`) is read once, when the router is
+//! built at start. If it is misconfigured the error is logged and these routes answer 503
+//! `PASSKEY_NOT_CONFIGURED` (a server that must refuse to start calls
+//! `RelyingParty::from_env()` before listening).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use kinko_core::{ErrorCode, ErrorKind};
+use kinko_identity::passkey::{
+    CreationChallengeResponse, PasskeyError, PasskeyId, PasskeyService, PasskeySummary,
+    PublicKeyCredential, RegisterPublicKeyCredential, RelyingParty, RequestChallengeResponse,
+};
+use kinko_identity::session::NewSession;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::api::ApiJson;
+use crate::api::identity::Authenticated;
+use crate::problem::Problem;
+
+/// The relying party, or `None` when its configuration was refused.
+#[derive(Clone)]
+pub struct Configured(Option<Arc<RelyingParty>>);
+
+pub fn router() -> Router<AppState> {
+    let relying_party = match RelyingParty::from_env() {
+        Ok(relying_party) => Some(Arc::new(relying_party)),
+        Err(error) => {
+            tracing::error!(code = error.code(), error = %error, "passkeys are unavailable");
+            None
+        }
+    };
+    Router::new()
+        .route("/me/passkeys", get(list_passkeys))
+        .route("/me/passkeys/register/start", post(start_registration))
+        .route("/me/passkeys/register/finish", post(finish_registration))
+        .route("/me/passkeys/{passkey_id}", delete(remove_passkey))
+        .route(
+            "/sessions/current/passkey/start",
+            post(start_authentication),
+        )
+        .route(
+            "/sessions/current/passkey/finish",
+            post(finish_authentication),
+        )
+        .layer(Extension(Configured(relying_party)))
+}
+
+impl From<PasskeyError> for Problem {
+    fn from(error: PasskeyError) -> Self {
+        let status = match error.kind() {
+            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => {
+                tracing::error!(error = %error, "passkey request failed");
+                return Problem::internal();
+            }
+        };
+        Problem::new(status, error.code(), &error.to_string())
+    }
+}
+
+/// The flows over the identity database, with the relying party configured at start.
+fn passkeys(state: &AppState, configured: &Configured) -> Result<PasskeyService, Problem> {
+    let relying_party = configured.0.clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PASSKEY_NOT_CONFIGURED",
+            "Passkeys are not available on this server.",
+        )
+    })?;
+    Ok(PasskeyService::new(
+        Arc::clone(state.identity.database()),
+        relying_party,
+        Arc::clone(state.identity.clock()),
+        state.identity.config().outgoing_freeze_ms,
+    ))
+}
+
+/// Runs a blocking passkey call (SQL, signature checks) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PasskeyError> + Send + 'static,
+) -> Result<T, Problem> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Problem::from),
+        Err(error) => {
+            tracing::error!(error = %error, "passkey task failed");
+            Err(Problem::internal())
+        }
+    }
+}
+
+fn not_found() -> Problem {
+    PasskeyError::NotFound.into()
+}
+
+/// `PublicKeyCredentialCreationOptions` under `publicKey`, binary fields in base64url: pass
+/// them to `navigator.credentials.create()` after decoding.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct CreationOptions(CreationChallengeResponse);
+
+/// `PublicKeyCredentialRequestOptions` under `publicKey`, for `navigator.credentials.get()`.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct RequestOptions(RequestChallengeResponse);
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRegistrationRequest {
+    /// The `PublicKeyCredential` that `navigator.credentials.create()` returned, as JSON with
+    /// binary fields in base64url (`id`, `rawId`, `response.attestationObject`,
+    /// `response.clientDataJSON`, `type`).
+    #[schema(value_type = Object)]
+    credential: RegisterPublicKeyCredential,
+    /// A name to tell this passkey from others ("iPhone", "YubiKey"…).
+    label: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishAuthenticationRequest {
+    /// The `PublicKeyCredential` that `navigator.credentials.get()` returned, as JSON with
+    /// binary fields in base64url.
+    #[schema(value_type = Object)]
+    credential: PublicKeyCredential,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PasskeyView {
+    passkey_id: String,
+    label: String,
+    created_at_ms: i64,
+    last_used_at_ms: Option<i64>,
+}
+
+impl From<PasskeySummary> for PasskeyView {
+    fn from(summary: PasskeySummary) -> Self {
+        Self {
+            passkey_id: summary.passkey_id.to_string(),
+            label: summary.label,
+            created_at_ms: summary.created_at,
+            last_used_at_ms: summary.last_used_at,
+        }
+    }
+}
+
+/// The session after a passed second factor: the same fields as the TOTP route's answer.
+#[derive(Serialize, ToSchema)]
+pub struct PasskeyPassed {
+    /// The session token changed (privilege change): use this one from now on.
+    token: String,
+    session_id: String,
+    /// Always false here: the second factor was just passed.
+    second_factor_required: bool,
+}
+
+impl From<NewSession> for PasskeyPassed {
+    fn from(session: NewSession) -> Self {
+        Self {
+            token: session.token.expose_secret().to_owned(),
+            session_id: session.session_id.to_string(),
+            second_factor_required: false,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/me/passkeys/register/start",
+    responses((status = 200, body = CreationOptions), (status = 401, body = Problem),
+        (status = 403, body = Problem, description = "A second factor exists and was not passed in the last 5 minutes"),
+        (status = 409, body = Problem)))]
+pub async fn start_registration(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<CreationOptions>, Problem> {
+    let service = passkeys(&state, &configured)?;
+    let options = blocking(move || service.start_registration(&session)).await?;
+    Ok(Json(CreationOptions(options)))
+}
+
+#[utoipa::path(post, path = "/api/v1/me/passkeys/register/finish", request_body = FinishRegistrationRequest,
+    responses((status = 201, body = PasskeyView), (status = 400, body = Problem), (status = 403, body = Problem),
+        (status = 409, body = Problem)))]
+pub async fn finish_registration(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<FinishRegistrationRequest>,
+) -> Result<(StatusCode, Json<PasskeyView>), Problem> {
+    let service = passkeys(&state, &configured)?;
+    let summary = blocking(move || {
+        service.finish_registration(&session, &body.credential, body.label.as_deref())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(summary.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/me/passkeys",
+    responses((status = 200, body = Vec<PasskeyView>), (status = 401, body = Problem)))]
+pub async fn list_passkeys(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<Vec<PasskeyView>>, Problem> {
+    let service = passkeys(&state, &configured)?;
+    let summaries = blocking(move || service.list(&session)).await?;
+    Ok(Json(summaries.into_iter().map(PasskeyView::from).collect()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/me/passkeys/{passkey_id}", params(("passkey_id" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn remove_passkey(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+    Path(passkey_id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let target: PasskeyId = passkey_id.parse().map_err(|_| not_found())?;
+    let service = passkeys(&state, &configured)?;
+    blocking(move || service.remove(&session, target)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/current/passkey/start",
+    responses((status = 200, body = RequestOptions), (status = 401, body = Problem),
+        (status = 403, body = Problem, description = "No passkey is registered")))]
+pub async fn start_authentication(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<RequestOptions>, Problem> {
+    let service = passkeys(&state, &configured)?;
+    let options = blocking(move || service.start_authentication(&session)).await?;
+    Ok(Json(RequestOptions(options)))
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/current/passkey/finish", request_body = FinishAuthenticationRequest,
+    responses((status = 200, body = PasskeyPassed), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 429, body = Problem)))]
+pub async fn finish_authentication(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<FinishAuthenticationRequest>,
+) -> Result<Json<PasskeyPassed>, Problem> {
+    let service = passkeys(&state, &configured)?;
+    let rotated =
+        blocking(move || service.finish_authentication(&session, &body.credential)).await?;
+    Ok(Json(rotated.into()))
+}

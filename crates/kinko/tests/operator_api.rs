@@ -1,0 +1,843 @@
+//! The operator console API over real HTTP against `kinko serve`, on both stores. The first
+//! admin is made with `kinko admin create-operator` (a child process; its TOTP secret is read
+//! from what it prints) and everything else through the API:
+//! - sign-in needs e-mail, password *and* a current TOTP code, each failure answers the same,
+//!   a code is accepted once, and sign-in is rate-limited per address and per source;
+//! - operator and wallet sessions are not interchangeable, in either direction;
+//! - support reads a user's record only with a stated reason, sees the phone masked, and the
+//!   read is in the audit log with that reason (the chain still verifies); admins see it all;
+//! - analysts and bank partners cannot read user data, and their attempts are on record;
+//! - an admin creates operators (with a reason), who can then sign in.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Child, Stdio};
+
+use serde_json::{Value, json};
+use support::{HttpResponse, TEST_SECRET_KEY, fresh_store, http_with, kinko, spawn_server};
+
+const PASSWORD: &str = "correct horse battery staple 金庫";
+const OPERATOR_PASSWORD: &str = "tsuki-no-usagi mochi 2026";
+const REASON: &str = "ticket 4711: user asks why their payment failed";
+
+struct Server {
+    child: Child,
+    address: String,
+    store: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+/// An operator's id, sign-in name and the secret their authenticator app holds.
+struct Enrolled {
+    operator_id: String,
+    email: String,
+    secret_base32: String,
+}
+
+/// A fresh store with one admin made by the CLI, and a server on it.
+fn start_with_admin(backend: &str) -> (Server, Enrolled) {
+    let (store, dir) = fresh_store(backend);
+    let admin = create_operator_with_cli(&store, "root@kinko.example", "admin");
+    let (child, address) = spawn_server("serve", &store);
+    (
+        Server {
+            child,
+            address,
+            store,
+            _dir: dir,
+        },
+        admin,
+    )
+}
+
+/// `kinko admin create-operator`, with the password on standard input and the same key the
+/// test servers use (`KINKO_SECRET_KEY`), so the server can open the sealed TOTP secret.
+fn create_operator_with_cli(store: &[String], email: &str, role: &str) -> Enrolled {
+    let mut child = kinko()
+        .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
+        .args(["admin", "create-operator", "--email", email, "--role", role])
+        .args(store)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("spawn: {error}"));
+    child
+        .stdin
+        .take()
+        .unwrap_or_else(|| panic!("no stdin"))
+        .write_all(format!("{OPERATOR_PASSWORD}\n").as_bytes())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let secret_base32 = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("secret (base32): "))
+        .unwrap_or_else(|| panic!("no base32 secret in {stdout}"))
+        .to_owned();
+    let operator_id = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("operator ")?.split_once(" created"))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("no operator id in {stdout}"));
+    Enrolled {
+        operator_id,
+        email: email.to_owned(),
+        secret_base32,
+    }
+}
+
+fn json_of(response: &HttpResponse) -> Value {
+    serde_json::from_str(&response.body)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {} {}", response.status, response.body))
+}
+
+fn text_of(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+        .to_owned()
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}
+
+/// The code an authenticator app shows `steps_ahead` 30-second steps from now. The server
+/// accepts one step either way and each step once: a second sign-in within the same step uses
+/// the next step's code.
+fn totp_code(secret_base32: &str, steps_ahead: u64) -> String {
+    let secret =
+        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    totp.generate(now_s() + steps_ahead * 30).to_string()
+}
+
+/// A 6-digit code that is none of the codes the server would accept around now.
+fn wrong_code(secret_base32: &str) -> String {
+    let secret =
+        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let now_s = now_s();
+    let near: Vec<String> = (0..5)
+        .map(|step| {
+            totp.generate((now_s + step * 30).saturating_sub(60))
+                .to_string()
+        })
+        .collect();
+    (0..10u32)
+        .map(|digit| digit.to_string().repeat(6))
+        .find(|candidate| !near.contains(candidate))
+        .unwrap_or_else(|| panic!("ten codes cannot all be near"))
+}
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[test] fn $name() { super::$name("sqlite"); })+ }
+        mod postgres { $(#[test] fn $name() { super::$name("postgres"); })+ }
+    };
+}
+
+both!(
+    sign_in_needs_password_and_a_fresh_totp_code,
+    operator_and_wallet_sessions_are_not_interchangeable,
+    support_reads_need_a_reason_and_are_audited,
+    analysts_and_bank_partners_cannot_read_user_data,
+    sign_in_is_rate_limited_per_address_and_per_source,
+);
+
+impl Server {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> HttpResponse {
+        let body = body.map(|value| value.to_string());
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let mut headers = Vec::new();
+        if let Some(bearer) = &bearer {
+            headers.push(("Authorization", bearer.as_str()));
+        }
+        http_with(&self.address, method, path, body.as_deref(), &headers)
+    }
+
+    fn assert_problem(&self, response: &HttpResponse, status: u16, code: &str) {
+        assert_eq!(response.status, status, "{}", response.body);
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            response.body
+        );
+        assert_eq!(json_of(response)["code"], code, "{}", response.body);
+    }
+
+    fn sign_in_with(&self, email: &str, password: &str, totp_code: &str) -> HttpResponse {
+        self.call(
+            "POST",
+            "/api/v1/operator/sessions",
+            Some(json!({ "email": email, "password": password, "totp_code": totp_code })),
+            None,
+        )
+    }
+
+    /// Signs `operator` in with the code `steps_ahead` steps from now; returns the token.
+    fn operator_token(&self, operator: &Enrolled, steps_ahead: u64) -> String {
+        let response = self.sign_in_with(
+            &operator.email,
+            OPERATOR_PASSWORD,
+            &totp_code(&operator.secret_base32, steps_ahead),
+        );
+        assert_eq!(response.status, 201, "{}", response.body);
+        let token = text_of(&json_of(&response)["token"]);
+        assert!(token.starts_with("kinko_o_"), "{token}");
+        token
+    }
+
+    /// An admin creates an operator through the API; returns its enrolment.
+    fn create_operator(
+        &self,
+        admin_token: &str,
+        email: &str,
+        role: &str,
+        bank_code: Option<&str>,
+    ) -> Enrolled {
+        let response = self.call(
+            "POST",
+            "/api/v1/operator/operators",
+            Some(json!({
+                "email": email,
+                "role": role,
+                "bank_code": bank_code,
+                "password": OPERATOR_PASSWORD,
+                "reason": "new hire, onboarding ticket 12",
+            })),
+            Some(admin_token),
+        );
+        assert_eq!(response.status, 201, "{}", response.body);
+        let body = json_of(&response);
+        assert_eq!(body["operator"]["role"], role, "{body}");
+        assert!(
+            text_of(&body["otpauth_url"]).starts_with("otpauth://totp/Kinko:"),
+            "{body}"
+        );
+        Enrolled {
+            operator_id: text_of(&body["operator"]["operator_id"]),
+            // As stored: trimmed and lower-cased.
+            email: text_of(&body["operator"]["email"]),
+            secret_base32: text_of(&body["secret_base32"]),
+        }
+    }
+
+    fn read_user(&self, token: &str, user_id: &str, reason: Option<&str>) -> HttpResponse {
+        let query = reason
+            .map(|reason| format!("?reason={}", encode(reason)))
+            .unwrap_or_default();
+        self.call(
+            "GET",
+            &format!("/api/v1/operator/users/{user_id}{query}"),
+            None,
+            Some(token),
+        )
+    }
+
+    /// The whole audit log as an admin sees it, in pages of 20. Each read adds an entry
+    /// after the page it returned, so the walk stops at the first page that is not full.
+    fn audit_entries(&self, admin_token: &str) -> Vec<Value> {
+        const PAGE: usize = 20;
+        let mut entries = Vec::new();
+        let mut after_seq = 0;
+        loop {
+            let response = self.call(
+                "GET",
+                &format!("/api/v1/operator/audit?after_seq={after_seq}&limit={PAGE}"),
+                None,
+                Some(admin_token),
+            );
+            assert_eq!(response.status, 200, "{}", response.body);
+            let page = json_of(&response);
+            let page_entries = page["entries"].as_array().cloned().unwrap_or_default();
+            let full = page_entries.len() == PAGE;
+            after_seq = page["next_after_seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no next_after_seq in {page}"));
+            entries.extend(page_entries);
+            if !full {
+                let seqs: Vec<u64> = entries
+                    .iter()
+                    .filter_map(|entry| entry["seq"].as_u64())
+                    .collect();
+                assert!(
+                    seqs.windows(2).all(|pair| pair[1] == pair[0] + 1) && seqs.first() == Some(&1),
+                    "pages skip or repeat entries: {seqs:?}"
+                );
+                return entries;
+            }
+        }
+    }
+
+    /// The newest 8-digit code sent to `destination` for `purpose` (sandbox outbox).
+    fn code_sent(&self, destination: &str, purpose: &str) -> String {
+        let response = self.call(
+            "GET",
+            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
+            None,
+            None,
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+        let messages = json_of(&response);
+        let body = messages
+            .as_array()
+            .and_then(|messages| {
+                messages
+                    .iter()
+                    .find(|message| message["purpose"] == purpose)
+            })
+            .and_then(|message| message["body"].as_str())
+            .unwrap_or_else(|| panic!("no {purpose} message to {destination}: {messages}"))
+            .to_owned();
+        body.split(|c: char| !c.is_ascii_digit())
+            .find(|digits| digits.len() == 8)
+            .unwrap_or_else(|| panic!("no 8-digit code in {body}"))
+            .to_owned()
+    }
+
+    /// Signs a wallet user up with both contacts verified and signs them in once; returns the
+    /// user id and the wallet session token.
+    fn wallet_user(&self, email: &str, phone_e164: &str) -> (String, String) {
+        let response = self.call(
+            "POST",
+            "/api/v1/signup",
+            Some(json!({ "email": email, "password": PASSWORD, "phone": phone_e164 })),
+            None,
+        );
+        assert_eq!(response.status, 202, "{}", response.body);
+        let user_id = text_of(&json_of(&response)["user_id"]);
+        for (channel, destination, purpose) in [
+            ("email", email, "verify_email"),
+            ("sms", phone_e164, "verify_phone"),
+        ] {
+            let code = self.code_sent(destination, purpose);
+            let verified = self.call(
+                "POST",
+                &format!("/api/v1/signup/{user_id}/verify"),
+                Some(json!({ "channel": channel, "code": code })),
+                None,
+            );
+            assert_eq!(verified.status, 200, "{}", verified.body);
+        }
+        let signed_in = self.call(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({ "email": email, "password": PASSWORD })),
+            None,
+        );
+        assert_eq!(signed_in.status, 201, "{}", signed_in.body);
+        (user_id, text_of(&json_of(&signed_in)["token"]))
+    }
+}
+
+fn sign_in_needs_password_and_a_fresh_totp_code(backend: &str) {
+    let (server, admin) = start_with_admin(backend);
+
+    // No code at all: the request does not even parse.
+    let no_code = server.call(
+        "POST",
+        "/api/v1/operator/sessions",
+        Some(json!({ "email": admin.email, "password": OPERATOR_PASSWORD })),
+        None,
+    );
+    server.assert_problem(&no_code, 400, "REQUEST_INVALID");
+
+    // A wrong code, a wrong password with the right code, an unknown address: one answer.
+    let failures = [
+        server.sign_in_with(
+            &admin.email,
+            OPERATOR_PASSWORD,
+            &wrong_code(&admin.secret_base32),
+        ),
+        server.sign_in_with(
+            &admin.email,
+            "not the password at all",
+            &totp_code(&admin.secret_base32, 0),
+        ),
+        server.sign_in_with(
+            "nobody@kinko.example",
+            OPERATOR_PASSWORD,
+            &totp_code(&admin.secret_base32, 0),
+        ),
+    ];
+    let first = json_of(&failures[0]);
+    for failure in &failures {
+        server.assert_problem(failure, 401, "OPERATOR_LOGIN_FAILED");
+        assert_eq!(
+            json_of(failure)["title"],
+            first["title"],
+            "{}",
+            failure.body
+        );
+    }
+
+    let code = totp_code(&admin.secret_base32, 0);
+    let signed_in = server.sign_in_with(&admin.email, OPERATOR_PASSWORD, &code);
+    assert_eq!(signed_in.status, 201, "{}", signed_in.body);
+    let body = json_of(&signed_in);
+    assert_eq!(body["operator"]["role"], "admin");
+    assert_eq!(body["operator"]["email"], "root@kinko.example");
+    let token = text_of(&body["token"]);
+
+    // The same code again is a replay.
+    server.assert_problem(
+        &server.sign_in_with(&admin.email, OPERATOR_PASSWORD, &code),
+        401,
+        "OPERATOR_LOGIN_FAILED",
+    );
+    // The next step's code opens a second session.
+    let second = server.operator_token(&admin, 1);
+
+    // Sign-out ends that session only.
+    let signed_out = server.call(
+        "DELETE",
+        "/api/v1/operator/sessions/current",
+        None,
+        Some(&token),
+    );
+    assert_eq!(signed_out.status, 204, "{}", signed_out.body);
+    server.assert_problem(
+        &server.call("GET", "/api/v1/operator/audit", None, Some(&token)),
+        401,
+        "OPERATOR_UNAUTHENTICATED",
+    );
+    server.assert_problem(
+        &server.call(
+            "DELETE",
+            "/api/v1/operator/sessions/current",
+            None,
+            Some(&token),
+        ),
+        401,
+        "OPERATOR_UNAUTHENTICATED",
+    );
+
+    // Every attempt is on record, with its cause (which the caller was not told).
+    let entries = server.audit_entries(&second);
+    let causes: Vec<String> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "operator.login_failed")
+        .map(|entry| entry["detail"]["cause"].to_string())
+        .collect();
+    assert_eq!(
+        causes,
+        vec!["\"code\"", "\"password\"", "\"unknown_email\"", "\"code\""],
+        "{entries:?}"
+    );
+    let count = |action: &str| {
+        entries
+            .iter()
+            .filter(|entry| entry["action"] == action)
+            .count()
+    };
+    assert_eq!(count("operator.login"), 2);
+    assert_eq!(count("operator.logout"), 1);
+}
+
+fn operator_and_wallet_sessions_are_not_interchangeable(backend: &str) {
+    let (server, admin) = start_with_admin(backend);
+    let (user_id, wallet_token) = server.wallet_user("hanako@example.jp", "+819012345678");
+    let operator_token = server.operator_token(&admin, 0);
+
+    // A wallet token on every operator route: 401, and nothing read or written.
+    for (method, path, body) in [
+        (
+            "GET",
+            format!("/api/v1/operator/users/{user_id}?reason={}", encode(REASON)),
+            None,
+        ),
+        ("GET", "/api/v1/operator/audit".to_owned(), None),
+        (
+            "POST",
+            "/api/v1/operator/operators".to_owned(),
+            Some(json!({
+                "email": "mallory@kinko.example",
+                "role": "admin",
+                "password": OPERATOR_PASSWORD,
+                "reason": "I would like to be an admin",
+            })),
+        ),
+        (
+            "DELETE",
+            "/api/v1/operator/sessions/current".to_owned(),
+            None,
+        ),
+    ] {
+        let response = server.call(method, &path, body, Some(&wallet_token));
+        server.assert_problem(&response, 401, "OPERATOR_UNAUTHENTICATED");
+        let anonymous = server.call(method, &path, None, None);
+        server.assert_problem(&anonymous, 401, "OPERATOR_UNAUTHENTICATED");
+    }
+
+    // An operator token on wallet routes: 401 too.
+    for path in ["/api/v1/me", "/api/v1/sessions", "/api/v1/me/money-gate"] {
+        let response = server.call("GET", path, None, Some(&operator_token));
+        server.assert_problem(&response, 401, "SESSION_INVALID");
+    }
+
+    // The routes are in the API document.
+    let document = server.call("GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(document.status, 200, "{}", document.body);
+    let paths = &json_of(&document)["paths"];
+    for path in [
+        "/api/v1/operator/sessions",
+        "/api/v1/operator/sessions/current",
+        "/api/v1/operator/users/{user_id}",
+        "/api/v1/operator/audit",
+        "/api/v1/operator/operators",
+    ] {
+        assert!(paths.get(path).is_some(), "{path} missing from {paths}");
+    }
+
+    // Both tokens still work where they belong.
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me", None, Some(&wallet_token))
+            .status,
+        200
+    );
+    let entries = server.audit_entries(&operator_token);
+    assert!(
+        !entries
+            .iter()
+            .any(|entry| entry["action"] == "operator.read_user"
+                || entry["action"] == "operator.logout"
+                || (entry["action"] == "operator.created" && entry["actor_kind"] != "system")),
+        "{entries:?}"
+    );
+}
+
+fn support_reads_need_a_reason_and_are_audited(backend: &str) {
+    let (server, admin) = start_with_admin(backend);
+    let (user_id, _wallet_token) = server.wallet_user("hanako@example.jp", "+819012345678");
+    let admin_token = server.operator_token(&admin, 0);
+
+    // Creating an operator needs a reason and a good password, and a new address.
+    let support_request = |reason: &str, password: &str| {
+        json!({
+            "email": "Support@Kinko.example",
+            "role": "support",
+            "password": password,
+            "reason": reason,
+        })
+    };
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/operators",
+            Some(support_request("", OPERATOR_PASSWORD)),
+            Some(&admin_token),
+        ),
+        400,
+        "OPERATOR_REASON_REQUIRED",
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/operators",
+            Some(support_request("new hire, onboarding ticket 12", "short")),
+            Some(&admin_token),
+        ),
+        400,
+        "PASSWORD_TOO_SHORT",
+    );
+    let support = server.create_operator(&admin_token, "Support@Kinko.example", "support", None);
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/operators",
+            Some(support_request(
+                "new hire, onboarding ticket 12",
+                OPERATOR_PASSWORD,
+            )),
+            Some(&admin_token),
+        ),
+        409,
+        "OPERATOR_EMAIL_TAKEN",
+    );
+
+    // The new operator signs in with the enrolment they were shown (address normalised).
+    assert_eq!(support.email, "support@kinko.example");
+    let support_token = server.operator_token(&support, 0);
+    let support_id = support.operator_id.clone();
+
+    // No reason, or one too short to say anything: refused, and nothing is read.
+    for reason in [None, Some(""), Some("because"), Some("          x")] {
+        server.assert_problem(
+            &server.read_user(&support_token, &user_id, reason),
+            400,
+            "OPERATOR_REASON_REQUIRED",
+        );
+    }
+    let response = server.read_user(&support_token, &user_id, Some(REASON));
+    assert_eq!(response.status, 200, "{}", response.body);
+    let record = json_of(&response);
+    assert_eq!(record["user_id"], user_id.as_str());
+    assert_eq!(record["email"], "hanako@example.jp");
+    assert_eq!(record["phone"], "*********5678", "{record}");
+    assert_eq!(record["phone_masked"], true);
+    assert_eq!(record["status"], "active");
+    assert_eq!(record["kyc_level"], "L0");
+    assert_eq!(record["second_factor"], false);
+    assert_eq!(record["active_sessions"], 1);
+
+    // An unknown or malformed id is a 404, with a reason as for any read.
+    let unknown = "0190a6e0-0000-7000-8000-000000000000";
+    for id in [unknown, "not-a-uuid"] {
+        server.assert_problem(
+            &server.read_user(&support_token, id, Some(REASON)),
+            404,
+            "USER_NOT_FOUND",
+        );
+    }
+
+    // An admin sees the number in full.
+    let response = server.read_user(&admin_token, &user_id, Some("fraud review FR-2026-001"));
+    assert_eq!(response.status, 200, "{}", response.body);
+    let record = json_of(&response);
+    assert_eq!(record["phone"], "+819012345678");
+    assert_eq!(record["phone_masked"], false);
+
+    // Support may neither read the audit log nor create operators; both tries are recorded.
+    server.assert_problem(
+        &server.call("GET", "/api/v1/operator/audit", None, Some(&support_token)),
+        403,
+        "OPERATOR_FORBIDDEN",
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/operators",
+            Some(json!({
+                "email": "friend@kinko.example",
+                "role": "admin",
+                "password": OPERATOR_PASSWORD,
+                "reason": "my friend needs access",
+            })),
+            Some(&support_token),
+        ),
+        403,
+        "OPERATOR_FORBIDDEN",
+    );
+
+    // The log: exactly one read by support, with its stated reason; the admin's read with its
+    // own; the creation with the admin as actor; the refusals; and the audit reads themselves.
+    let entries = server.audit_entries(&admin_token);
+    let reads: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "operator.read_user")
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert_eq!(reads[0]["actor_kind"], "operator");
+    assert_eq!(reads[0]["actor_id"], support_id.as_str());
+    assert_eq!(reads[0]["subject_kind"], "user");
+    assert_eq!(reads[0]["subject_id"], user_id.as_str());
+    assert_eq!(reads[0]["reason"], REASON);
+    assert_eq!(reads[0]["detail"]["phone_masked"], true);
+    assert_eq!(reads[1]["reason"], "fraud review FR-2026-001");
+    assert_eq!(reads[1]["actor_id"], admin.operator_id.as_str());
+
+    let created: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "operator.created")
+        .collect();
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_eq!(created[0]["actor_kind"], "system");
+    assert_eq!(created[1]["actor_kind"], "operator");
+    assert_eq!(created[1]["actor_id"], admin.operator_id.as_str());
+    assert_eq!(created[1]["subject_id"], support_id.as_str());
+    assert_eq!(created[1]["reason"], "new hire, onboarding ticket 12");
+
+    let refused: Vec<String> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "operator.refused")
+        .map(|entry| {
+            assert_eq!(entry["actor_id"], support_id.as_str());
+            entry["detail"]["attempted"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec!["\"operator.read_audit\"", "\"operator.create\""]
+    );
+    // Reading the log is itself on record, after the page it returned.
+    assert!(
+        !entries
+            .iter()
+            .any(|entry| entry["action"] == "operator.read_audit"),
+        "{entries:?}"
+    );
+    let again = server.audit_entries(&admin_token);
+    let audit_reads: Vec<&Value> = again[entries.len()..]
+        .iter()
+        .filter(|entry| entry["action"] == "operator.read_audit")
+        .collect();
+    assert!(!audit_reads.is_empty(), "{again:?}");
+    for read in audit_reads {
+        assert_eq!(read["actor_id"], admin.operator_id.as_str());
+    }
+
+    // The chain holds with all of it in.
+    let verified = kinko()
+        .args(["audit", "verify", "--json"])
+        .args(&server.store)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let report: Value = serde_json::from_slice(&verified.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {:?}", verified));
+    assert_eq!(verified.status.code(), Some(0), "{report}");
+    assert_eq!(report["intact"], true);
+}
+
+fn analysts_and_bank_partners_cannot_read_user_data(backend: &str) {
+    let (server, admin) = start_with_admin(backend);
+    let (user_id, _wallet_token) = server.wallet_user("taro@example.jp", "+818011112222");
+    let admin_token = server.operator_token(&admin, 0);
+
+    // A bank code goes with bank_partner, and only with it.
+    for (role, bank_code) in [("bank_partner", None), ("analyst", Some("0005"))] {
+        let response = server.call(
+            "POST",
+            "/api/v1/operator/operators",
+            Some(json!({
+                "email": "someone@kinko.example",
+                "role": role,
+                "bank_code": bank_code,
+                "password": OPERATOR_PASSWORD,
+                "reason": "new hire, onboarding ticket 12",
+            })),
+            Some(&admin_token),
+        );
+        server.assert_problem(&response, 400, "OPERATOR_INVALID_BANK_CODE");
+    }
+    let analyst = server.create_operator(&admin_token, "analyst@kinko.example", "analyst", None);
+    let partner = server.create_operator(
+        &admin_token,
+        "partner@bank.example",
+        "bank_partner",
+        Some("0005"),
+    );
+
+    for operator in [&analyst, &partner] {
+        let token = server.operator_token(operator, 0);
+        server.assert_problem(
+            &server.read_user(&token, &user_id, Some(REASON)),
+            403,
+            "OPERATOR_FORBIDDEN",
+        );
+        server.assert_problem(
+            &server.call("GET", "/api/v1/operator/audit", None, Some(&token)),
+            403,
+            "OPERATOR_FORBIDDEN",
+        );
+    }
+
+    let entries = server.audit_entries(&admin_token);
+    assert!(
+        !entries
+            .iter()
+            .any(|entry| entry["action"] == "operator.read_user"),
+        "{entries:?}"
+    );
+    let refused_reads: Vec<String> = entries
+        .iter()
+        .filter(|entry| {
+            entry["action"] == "operator.refused"
+                && entry["detail"]["attempted"] == "operator.read_user"
+        })
+        .map(|entry| {
+            assert_eq!(entry["subject_id"], user_id.as_str());
+            text_of(&entry["detail"]["role"])
+        })
+        .collect();
+    assert_eq!(refused_reads, vec!["analyst", "bank_partner"]);
+}
+
+fn sign_in_is_rate_limited_per_address_and_per_source(backend: &str) {
+    // The limits count in fixed one-hour windows: do not start right before one turns.
+    let into_hour_s = now_s() % 3_600;
+    if into_hour_s > 3_600 - 30 {
+        std::thread::sleep(std::time::Duration::from_secs(3_600 - into_hour_s + 1));
+    }
+    let (server, admin) = start_with_admin(backend);
+    let attempt = |email: &str| {
+        server.sign_in_with(
+            email,
+            "not the password at all",
+            &wrong_code(&admin.secret_base32),
+        )
+    };
+
+    // 20 attempts per address and hour, then 429 — the same for an operator's address and for
+    // one that is nobody's, so the limit does not tell them apart.
+    for email in [admin.email.as_str(), "nobody@kinko.example"] {
+        for _ in 0..20 {
+            server.assert_problem(&attempt(email), 401, "OPERATOR_LOGIN_FAILED");
+        }
+        server.assert_problem(&attempt(email), 429, "RATE_LIMITED");
+    }
+
+    // 50 per source address and hour, whatever the addresses: 42 so far.
+    for _ in 0..8 {
+        server.assert_problem(
+            &attempt("third@kinko.example"),
+            401,
+            "OPERATOR_LOGIN_FAILED",
+        );
+    }
+    server.assert_problem(&attempt("third@kinko.example"), 429, "RATE_LIMITED");
+    // …and then even the right password and code wait.
+    server.assert_problem(
+        &server.sign_in_with(
+            &admin.email,
+            OPERATOR_PASSWORD,
+            &totp_code(&admin.secret_base32, 0),
+        ),
+        429,
+        "RATE_LIMITED",
+    );
+}

@@ -1,0 +1,451 @@
+//! Passkeys over real HTTP against `kinko serve`, on both stores, with a software authenticator
+//! (webauthn-authenticator-rs's `SoftPasskey`) producing real registration and assertion
+//! responses. Proves: a registered passkey passes the second factor on a new sign-in (the
+//! money gate stops asking for a step-up); an answer from another origin is refused; a
+//! replayed assertion is refused, with or without a new challenge; an assertion made for one
+//! user's challenge does not pass another user's; adding a passkey to a protected account
+//! needs a fresh second factor; one user cannot delete another's passkey.
+
+mod support;
+
+use std::process::Child;
+
+use kinko_identity::passkey::{CreationChallengeResponse, RequestChallengeResponse, Url};
+use serde_json::{Value, json};
+use support::{HttpResponse, fresh_store, http_with, spawn_server_with};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+/// The relying party the test servers are configured with.
+const RP_ID: &str = "localhost";
+const ORIGIN: &str = "http://localhost:8080";
+/// A page on another port of the same host: the browser would sign for it, the server must not
+/// accept it.
+const OTHER_ORIGIN: &str = "http://localhost:9999";
+const PASSWORD: &str = "correct horse battery staple 金庫";
+
+struct Server {
+    child: Child,
+    address: String,
+    store: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+fn start(backend: &str) -> Server {
+    let (store, dir) = fresh_store(backend);
+    let (child, address) = spawn_server_with(
+        "serve",
+        &store,
+        &[("KINKO_RP_ID", RP_ID), ("KINKO_RP_ORIGIN", ORIGIN)],
+    );
+    Server {
+        child,
+        address,
+        store,
+        _dir: dir,
+    }
+}
+
+fn json_of(response: &HttpResponse) -> Value {
+    serde_json::from_str(&response.body)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {} {}", response.status, response.body))
+}
+
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+        .to_owned()
+}
+
+fn url(origin: &str) -> Url {
+    Url::parse(origin).unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// The code an authenticator app shows now.
+fn totp_code(secret_base32: &str) -> String {
+    let secret =
+        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    totp.generate(now_s).to_string()
+}
+
+impl Server {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> HttpResponse {
+        let body = body.map(|value| value.to_string());
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let mut headers = Vec::new();
+        if let Some(bearer) = &bearer {
+            headers.push(("Authorization", bearer.as_str()));
+        }
+        http_with(&self.address, method, path, body.as_deref(), &headers)
+    }
+
+    fn messages_to(&self, destination: &str) -> Vec<Value> {
+        let response = self.call(
+            "GET",
+            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
+            None,
+            None,
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+        json_of(&response).as_array().cloned().unwrap_or_default()
+    }
+
+    /// The newest 8-digit code sent to `destination` for `purpose`.
+    fn code_sent(&self, destination: &str, purpose: &str) -> String {
+        let messages = self.messages_to(destination);
+        let body = messages
+            .iter()
+            .find(|message| message["purpose"] == purpose)
+            .map(|message| text(&message["body"]))
+            .unwrap_or_else(|| panic!("no {purpose} message to {destination}: {messages:?}"));
+        body.split(|c: char| !c.is_ascii_digit())
+            .find(|digits| digits.len() == 8)
+            .unwrap_or_else(|| panic!("no 8-digit code in {body}"))
+            .to_owned()
+    }
+
+    /// Signs up with both contacts verified; returns a session token.
+    fn signed_in_user(&self, email: &str, phone_e164: &str) -> String {
+        let response = self.call(
+            "POST",
+            "/api/v1/signup",
+            Some(json!({ "email": email, "password": PASSWORD, "phone": phone_e164 })),
+            None,
+        );
+        assert_eq!(response.status, 202, "{}", response.body);
+        let user_id = text(&json_of(&response)["user_id"]);
+        for (channel, destination, purpose) in [
+            ("email", email, "verify_email"),
+            ("sms", phone_e164, "verify_phone"),
+        ] {
+            let code = self.code_sent(destination, purpose);
+            let verified = self.call(
+                "POST",
+                &format!("/api/v1/signup/{user_id}/verify"),
+                Some(json!({ "channel": channel, "code": code })),
+                None,
+            );
+            assert_eq!(verified.status, 200, "{}", verified.body);
+        }
+        self.log_in(email)
+    }
+
+    fn log_in(&self, email: &str) -> String {
+        let response = self.call(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({ "email": email, "password": PASSWORD })),
+            None,
+        );
+        assert_eq!(response.status, 201, "{}", response.body);
+        text(&json_of(&response)["token"])
+    }
+
+    /// Sets up TOTP; returns the rotated token (its second factor just passed).
+    fn enrol_totp(&self, token: &str) -> String {
+        let enrolment = self.call("POST", "/api/v1/me/totp", None, Some(token));
+        assert_eq!(enrolment.status, 200, "{}", enrolment.body);
+        let secret = text(&json_of(&enrolment)["secret_base32"]);
+        let confirmed = self.call(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(json!({ "code": totp_code(&secret) })),
+            Some(token),
+        );
+        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+        text(&json_of(&confirmed)["session"]["token"])
+    }
+
+    /// Registers a passkey from `authenticator`; returns its id.
+    fn register_passkey(
+        &self,
+        token: &str,
+        authenticator: &mut SoftPasskey,
+        label: &str,
+    ) -> String {
+        let credential = self.registration_response(token, authenticator);
+        let finished = self.call(
+            "POST",
+            "/api/v1/me/passkeys/register/finish",
+            Some(json!({ "credential": credential, "label": label })),
+            Some(token),
+        );
+        assert_eq!(finished.status, 201, "{}", finished.body);
+        let view = json_of(&finished);
+        assert_eq!(view["label"], label);
+        assert_eq!(view["last_used_at_ms"], Value::Null);
+        text(&view["passkey_id"])
+    }
+
+    /// Starts a registration and lets the authenticator answer it at the expected origin.
+    fn registration_response(&self, token: &str, authenticator: &mut SoftPasskey) -> Value {
+        let started = self.call(
+            "POST",
+            "/api/v1/me/passkeys/register/start",
+            None,
+            Some(token),
+        );
+        assert_eq!(started.status, 200, "{}", started.body);
+        let options: CreationChallengeResponse = serde_json::from_str(&started.body)
+            .unwrap_or_else(|error| panic!("{error}: {}", started.body));
+        let credential = authenticator
+            .do_registration(url(ORIGIN), options)
+            .unwrap_or_else(|error| panic!("soft passkey registration: {error:?}"));
+        serde_json::to_value(&credential).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Starts an assertion on the session and lets the authenticator answer it at `origin`.
+    fn assertion(&self, token: &str, authenticator: &mut SoftPasskey, origin: &str) -> Value {
+        let started = self.call(
+            "POST",
+            "/api/v1/sessions/current/passkey/start",
+            None,
+            Some(token),
+        );
+        assert_eq!(started.status, 200, "{}", started.body);
+        let options: RequestChallengeResponse = serde_json::from_str(&started.body)
+            .unwrap_or_else(|error| panic!("{error}: {}", started.body));
+        let credential = authenticator
+            .do_authentication(url(origin), options)
+            .unwrap_or_else(|error| panic!("soft passkey assertion: {error:?}"));
+        serde_json::to_value(&credential).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn finish_assertion(&self, token: &str, credential: &Value) -> HttpResponse {
+        self.call(
+            "POST",
+            "/api/v1/sessions/current/passkey/finish",
+            Some(json!({ "credential": credential })),
+            Some(token),
+        )
+    }
+
+    fn gate_reasons(&self, token: &str) -> String {
+        let gate = self.call("GET", "/api/v1/me/money-gate", None, Some(token));
+        assert_eq!(gate.status, 200, "{}", gate.body);
+        json_of(&gate)["reasons"].to_string()
+    }
+
+    fn passkeys(&self, token: &str) -> Vec<Value> {
+        let listed = self.call("GET", "/api/v1/me/passkeys", None, Some(token));
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        json_of(&listed).as_array().cloned().unwrap_or_default()
+    }
+
+    fn assert_problem(&self, response: &HttpResponse, status: u16, code: &str) {
+        assert_eq!(response.status, status, "{}", response.body);
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            response.body
+        );
+        assert_eq!(json_of(response)["code"], code, "{}", response.body);
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[test] fn $name() { super::$name("sqlite"); })+ }
+        mod postgres { $(#[test] fn $name() { super::$name("postgres"); })+ }
+    };
+}
+
+both!(a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user);
+
+fn a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user(backend: &str) {
+    let server = start(backend);
+    let alice_email = "alice@example.jp";
+    let first = server.signed_in_user(alice_email, "+819011112222");
+    let fresh = server.enrol_totp(&first);
+
+    // Registration, with the TOTP factor just passed.
+    let mut alice_key = SoftPasskey::new(true);
+    let registration = server.registration_response(&fresh, &mut alice_key);
+    let finish = |credential: &Value| {
+        server.call(
+            "POST",
+            "/api/v1/me/passkeys/register/finish",
+            Some(json!({ "credential": credential, "label": "Alice's laptop" })),
+            Some(&fresh),
+        )
+    };
+    let registered = finish(&registration);
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let alice_passkey = text(&json_of(&registered)["passkey_id"]);
+    // The ceremony was used up: the same response cannot register again.
+    server.assert_problem(&finish(&registration), 400, "PASSKEY_CEREMONY_NOT_FOUND");
+    assert!(
+        server.messages_to(alice_email).iter().any(|message| {
+            message["purpose"] == "second_factor_added"
+                && message["subject"].to_string().contains("Passkey")
+        }),
+        "the registered address is told"
+    );
+    assert_eq!(server.passkeys(&fresh).len(), 1);
+
+    // A new sign-in has not passed a second factor: money waits for a step-up, and a second
+    // passkey cannot be added from it either.
+    let stale = server.log_in(alice_email);
+    assert!(
+        server
+            .gate_reasons(&stale)
+            .contains("SESSION_STEP_UP_REQUIRED")
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/me/passkeys/register/start",
+            None,
+            Some(&stale),
+        ),
+        403,
+        "SESSION_STEP_UP_REQUIRED",
+    );
+
+    // Signed for another origin (a look-alike page): refused, and the session stays as it was.
+    let phished = server.assertion(&stale, &mut alice_key, OTHER_ORIGIN);
+    server.assert_problem(
+        &server.finish_assertion(&stale, &phished),
+        401,
+        "PASSKEY_ASSERTION_REJECTED",
+    );
+    assert!(
+        server
+            .gate_reasons(&stale)
+            .contains("SESSION_STEP_UP_REQUIRED")
+    );
+
+    // Bob, with no second factor yet, may add a passkey without a step-up.
+    let bob_email = "bob@example.jp";
+    let bob = server.signed_in_user(bob_email, "+819033334444");
+    let mut bob_key = SoftPasskey::new(true);
+    server.register_passkey(&bob, &mut bob_key, "Bob's phone");
+
+    // Alice's assertion, made for Alice's challenge, presented on Bob's session (which has a
+    // challenge of its own): refused. It did not use up Alice's ceremony.
+    let alices_answer = server.assertion(&stale, &mut alice_key, ORIGIN);
+    let _bobs_challenge = server.assertion(&bob, &mut bob_key, ORIGIN);
+    server.assert_problem(
+        &server.finish_assertion(&bob, &alices_answer),
+        401,
+        "PASSKEY_ASSERTION_REJECTED",
+    );
+    let passed = server.finish_assertion(&stale, &alices_answer);
+    assert_eq!(passed.status, 200, "{}", passed.body);
+    let stepped_up = text(&json_of(&passed)["token"]);
+    assert_eq!(json_of(&passed)["second_factor_required"], false);
+    // Privilege change: the old token is dead, the new one may move money as far as the
+    // second factor goes.
+    server.assert_problem(
+        &server.call("GET", "/api/v1/me", None, Some(&stale)),
+        401,
+        "SESSION_INVALID",
+    );
+    let reasons = server.gate_reasons(&stepped_up);
+    assert!(!reasons.contains("SESSION_STEP_UP_REQUIRED"), "{reasons}");
+    assert!(
+        !reasons.contains("IDENTITY_SECOND_FACTOR_REQUIRED"),
+        "{reasons}"
+    );
+
+    // Replays: with no ceremony open, and against a new challenge.
+    server.assert_problem(
+        &server.finish_assertion(&stepped_up, &alices_answer),
+        400,
+        "PASSKEY_CEREMONY_NOT_FOUND",
+    );
+    let _new_challenge = server.assertion(&stepped_up, &mut alice_key, ORIGIN);
+    server.assert_problem(
+        &server.finish_assertion(&stepped_up, &alices_answer),
+        401,
+        "PASSKEY_ASSERTION_REJECTED",
+    );
+    // A fresh answer still works (the stored counter moved on with the first one).
+    let again = server.assertion(&stepped_up, &mut alice_key, ORIGIN);
+    let passed = server.finish_assertion(&stepped_up, &again);
+    assert_eq!(passed.status, 200, "{}", passed.body);
+    let current = text(&json_of(&passed)["token"]);
+    let listed = server.passkeys(&current);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["passkey_id"], alice_passkey.as_str());
+    assert!(listed[0]["last_used_at_ms"].is_i64(), "{listed:?}");
+
+    // Bob cannot delete Alice's passkey (nor learn that it exists); Alice can.
+    let path = format!("/api/v1/me/passkeys/{alice_passkey}");
+    server.assert_problem(
+        &server.call("DELETE", &path, None, Some(&bob)),
+        404,
+        "PASSKEY_NOT_FOUND",
+    );
+    server.assert_problem(
+        &server.call("DELETE", "/api/v1/me/passkeys/not-an-id", None, Some(&bob)),
+        404,
+        "PASSKEY_NOT_FOUND",
+    );
+    assert_eq!(server.passkeys(&current).len(), 1);
+    let removed = server.call("DELETE", &path, None, Some(&current));
+    assert_eq!(removed.status, 204, "{}", removed.body);
+    assert!(server.passkeys(&current).is_empty());
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/sessions/current/passkey/start",
+            None,
+            Some(&current),
+        ),
+        403,
+        "PASSKEY_NONE_REGISTERED",
+    );
+    assert!(
+        server
+            .messages_to(alice_email)
+            .iter()
+            .any(|message| message["purpose"] == "second_factor_removed")
+    );
+
+    // Every step is in the audit chain, which verifies.
+    let verify = support::kinko()
+        .args(["audit", "verify"])
+        .args(&server.store)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
