@@ -146,7 +146,8 @@ fn identity_config() -> anyhow::Result<IdentityConfig> {
     Ok(config)
 }
 
-/// Delivers the notification outbox once a second until the server stops.
+/// Delivers the notification outbox once a second, and purges expired rows once a minute,
+/// until the server stops.
 fn spawn_delivery(
     database: Arc<Database>,
     gateways: Gateways,
@@ -156,11 +157,30 @@ fn spawn_delivery(
     std::thread::Builder::new()
         .name("notify-delivery".into())
         .spawn(move || {
+            let mut tick: u64 = 0;
             while !stopping.load(Ordering::SeqCst) {
                 let now_ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
                 if let Err(error) = notify::deliver_pending(&database, now_ms, &gateways, 100) {
                     tracing::error!(error = %error, "delivering notifications failed");
                 }
+                // Once a minute, bounded: dead sessions and old rate-limit windows go, so
+                // neither table grows without limit.
+                if tick % 60 == 0 {
+                    let purged = database.transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+                        let sessions =
+                            kinko_identity::session::purge_dead_sessions(tx, now_ms, 10_000)
+                                .map_err(|error| {
+                                    kinko_ledger::StoreError::new(error.to_string())
+                                })?;
+                        let windows =
+                            kinko_identity::ratelimit::purge_windows(tx, now_ms, 2 * 3_600_000)?;
+                        Ok::<_, kinko_ledger::StoreError>((sessions, windows))
+                    });
+                    if let Err(error) = purged {
+                        tracing::error!(error = %error, "purging expired rows failed");
+                    }
+                }
+                tick = tick.wrapping_add(1);
                 std::thread::sleep(Duration::from_millis(1_000));
             }
         })

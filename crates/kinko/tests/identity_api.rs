@@ -793,13 +793,12 @@ fn cookie_sessions_need_the_csrf_token_to_change_state(backend: &str) {
 fn sign_ups_are_rate_limited_per_source(backend: &str) {
     let server = start(backend);
     let mut statuses = Vec::new();
+    let mut last = None;
     for index in 0..21 {
         let body = json!({ "email": format!("bulk{index}@example.jp"), "password": PASSWORD, "phone": format!("+8190{index:08}") });
-        statuses.push(
-            server
-                .call("POST", "/api/v1/signup", Some(body), None)
-                .status,
-        );
+        let response = server.call("POST", "/api/v1/signup", Some(body), None);
+        statuses.push(response.status);
+        last = Some(response);
     }
     assert!(
         statuses[..20].iter().all(|status| *status == 202),
@@ -808,6 +807,16 @@ fn sign_ups_are_rate_limited_per_source(backend: &str) {
     assert_eq!(
         statuses[20], 429,
         "the 21st sign-up from one address within the hour"
+    );
+    let limited = last.unwrap_or_else(|| panic!("no response"));
+    let retry_after: i64 = limited
+        .header("retry-after")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1..=3_600).contains(&retry_after),
+        "Retry-After: {:?}",
+        limited.header("retry-after")
     );
     assert!(
         server.messages_to("bulk20@example.jp").is_empty(),

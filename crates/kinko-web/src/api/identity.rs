@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use kinko_core::{ErrorCode, ErrorKind};
+
 use kinko_identity::notify::Channel;
 use kinko_identity::service::{IdentityError, IdentityService, Possession, Source};
 use kinko_identity::session::{NewSession, SessionInfo};
@@ -53,20 +53,11 @@ pub fn router() -> Router<AppState> {
 
 impl From<IdentityError> for Problem {
     fn from(error: IdentityError) -> Self {
-        let status = match error.kind() {
-            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => {
-                tracing::error!(error = %error, "identity request failed");
-                return Problem::internal();
-            }
-        };
-        Problem::new(status, error.code(), &error.to_string())
+        let problem = Problem::from_error(&error, "identity");
+        match error {
+            IdentityError::RateLimited { retry_after_ms } => problem.retry_after_ms(retry_after_ms),
+            _ => problem,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use kinko_core::{ErrorCode, ErrorKind};
+
 use kinko_identity::operator::{
     self, LoginAttempt, Operator, OperatorError, OperatorRequest, OperatorSession, StoredEntry,
     UserRecord,
@@ -46,27 +46,11 @@ pub fn router() -> Router<AppState> {
 
 impl From<OperatorError> for Problem {
     fn from(error: OperatorError) -> Self {
-        let status = match error.kind() {
-            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => {
-                tracing::error!(error = %error, code = error.code(), "operator request failed");
-                return Problem::internal();
-            }
-        };
-        let mut problem = Problem::new(status, error.code(), &error.to_string());
-        if let OperatorError::RateLimited { retry_after_ms } = error {
-            problem.detail = Some(format!(
-                "Try again in {} s.",
-                retry_after_ms.saturating_add(999) / 1_000
-            ));
+        let problem = Problem::from_error(&error, "operator");
+        match error {
+            OperatorError::RateLimited { retry_after_ms } => problem.retry_after_ms(retry_after_ms),
+            _ => problem,
         }
-        problem
     }
 }
 

@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use kinko_core::{ErrorCode, ErrorKind};
+use kinko_core::ErrorCode;
 use kinko_identity::passkey::{
     CreationChallengeResponse, PasskeyError, PasskeyId, PasskeyService, PasskeySummary,
     PublicKeyCredential, RegisterPublicKeyCredential, RelyingParty, RequestChallengeResponse,
@@ -59,20 +59,8 @@ pub fn router() -> Router<AppState> {
 
 impl From<PasskeyError> for Problem {
     fn from(error: PasskeyError) -> Self {
-        let status = match error.kind() {
-            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => {
-                tracing::error!(error = %error, "passkey request failed");
-                return Problem::internal();
-            }
-        };
-        Problem::new(status, error.code(), &error.to_string())
+        let problem = Problem::from_error(&error, "passkey");
+        problem
     }
 }
 
