@@ -165,7 +165,7 @@ fn spawn_delivery(
                 }
                 // Once a minute, bounded: dead sessions and old rate-limit windows go, so
                 // neither table grows without limit.
-                if tick % 60 == 0 {
+                if tick.is_multiple_of(60) {
                     let purged = database.transaction(|tx: &mut dyn kinko_store::sql::Tx| {
                         let sessions =
                             kinko_identity::session::purge_dead_sessions(tx, now_ms, 10_000)

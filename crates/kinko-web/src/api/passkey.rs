@@ -59,8 +59,7 @@ pub fn router() -> Router<AppState> {
 
 impl From<PasskeyError> for Problem {
     fn from(error: PasskeyError) -> Self {
-        let problem = Problem::from_error(&error, "passkey");
-        problem
+        Problem::from_error(&error, "passkey")
     }
 }
 
