@@ -141,15 +141,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let location = args.store.location()?;
     let ledger = crate::start_ledger(&location, WriterConfig::DEFAULT)?;
     seed(&ledger).context("seeding the demo")?;
-    let database = kinko_store::sql::Database::open(&location)?;
-    let banks_added = database
-        .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
-            let now_ms = i64::try_from(kinko_core::Clock::now_ms(&kinko_core::SystemClock))
-                .unwrap_or(i64::MAX);
-            kinko_banking::registry::seed(tx, now_ms, kinko_banking::registry::SEED_CSV)
-        })
-        .map_err(|error| anyhow::anyhow!("seeding the partner banks: {error}"))?;
-    drop(database);
+
     let ids = SEED_ACCOUNTS
         .iter()
         .map(|seed| account_id(seed.id))
@@ -175,7 +167,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "Partner banks: 35 in the registry ({banks_added} added now), legacy PIN method off at all."
+            "  partner banks: http://{address}/api/v1/banks (the 35 of the seed case; legacy PIN method off at all)"
         );
         println!("Press Ctrl-C to stop.");
     })?;

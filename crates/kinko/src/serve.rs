@@ -74,6 +74,16 @@ pub fn serve(
     let database = Arc::new(
         Database::open(location).with_context(|| format!("opening {}", location.describe()))?,
     );
+    if environment != Environment::Production {
+        // Development, tests and the demo run with the partner banks of the seed case; a
+        // production operator loads its own list.
+        let now_ms = i64::try_from(SystemClock.now_ms()).unwrap_or(i64::MAX);
+        database
+            .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+                kinko_banking::registry::seed(tx, now_ms, kinko_banking::registry::SEED_CSV)
+            })
+            .map_err(|error| anyhow::anyhow!("seeding the partner banks: {error}"))?;
+    }
     let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
     let gateway_config = GatewayConfig::from_env().context("configuring notifications")?;
     let sandbox = matches!(gateway_config, GatewayConfig::Sandbox);

@@ -179,6 +179,7 @@ both!(
     support_reads_need_a_reason_and_are_audited,
     analysts_and_bank_partners_cannot_read_user_data,
     sign_in_is_rate_limited_per_address_and_per_source,
+    a_bank_switches_its_own_linking_off_in_one_request,
 );
 
 impl Server {
@@ -839,5 +840,111 @@ fn sign_in_is_rate_limited_per_address_and_per_source(backend: &str) {
         ),
         429,
         "RATE_LIMITED",
+    );
+}
+
+/// The 2020 lesson: a bank could only ask for everything to stop. Here its own operator flips
+/// its own switches, effective at once, with a reason in the audit log — and cannot touch
+/// another bank's.
+fn a_bank_switches_its_own_linking_off_in_one_request(backend: &str) {
+    let (server, admin) = start_with_admin(backend);
+    let admin_token = server.operator_token(&admin, 0);
+    let partner = server.create_operator(
+        &admin_token,
+        "ops@aeon.example",
+        "bank_partner",
+        Some("0040"),
+    );
+    let partner_token = server.operator_token(&partner, 0);
+    let banks = json_of(&server.call("GET", "/api/v1/banks", None, None));
+    assert_eq!(banks.as_array().map(Vec::len), Some(35), "{banks}");
+    let aeon = |banks: &Value| {
+        banks
+            .as_array()
+            .and_then(|all| all.iter().find(|bank| bank["bank_code"] == "0040").cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(aeon(&banks)["linking_enabled"], true);
+
+    let body = json!({ "linking_enabled": false, "charging_enabled": false, "reason": "customers report debits they did not make" });
+    let changed = server.call(
+        "POST",
+        "/api/v1/operator/banks/0040/policy",
+        Some(body.clone()),
+        Some(&partner_token),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let banks = json_of(&server.call("GET", "/api/v1/banks", None, None));
+    assert_eq!(
+        aeon(&banks)["linking_enabled"],
+        false,
+        "effective on the next request"
+    );
+    assert_eq!(aeon(&banks)["charging_enabled"], false);
+
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/banks/0001/policy",
+            Some(body.clone()),
+            Some(&partner_token),
+        ),
+        403,
+        "OPERATOR_FORBIDDEN",
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/banks/0040/policy",
+            Some(json!({ "legacy_enabled": true, "reason": "why" })),
+            Some(&partner_token),
+        ),
+        400,
+        "OPERATOR_REASON_REQUIRED",
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/banks/0040/policy",
+            Some(json!({ "charge_max_yen": -5, "reason": "a long enough reason here" })),
+            Some(&partner_token),
+        ),
+        400,
+        "BANK_LIMITS_INVALID",
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/banks/12345/policy",
+            Some(body.clone()),
+            Some(&admin_token),
+        ),
+        400,
+        "BANK_CODE_INVALID",
+    );
+    server.assert_problem(
+        &server.call(
+            "POST",
+            "/api/v1/operator/banks/0040/policy",
+            Some(body),
+            None,
+        ),
+        401,
+        "OPERATOR_UNAUTHENTICATED",
+    );
+
+    let entries = server.audit_entries(&admin_token);
+    let change = entries
+        .iter()
+        .find(|entry| entry["action"] == "bank.policy_changed")
+        .unwrap_or_else(|| panic!("no audit entry"));
+    assert_eq!(change["subject_id"], "0040");
+    assert_eq!(
+        change["reason"],
+        "customers report debits they did not make"
+    );
+    assert_eq!(
+        change["actor_id"],
+        Value::String(partner.operator_id.clone())
     );
 }

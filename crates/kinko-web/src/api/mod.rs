@@ -12,6 +12,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::problem::Problem;
 
+pub mod banks;
 pub mod identity;
 pub mod operator;
 pub mod passkey;
@@ -46,6 +47,8 @@ pub mod passkey;
         identity::start_recovery,
         identity::complete_recovery,
         identity::sandbox_outbox,
+        banks::list_banks,
+        banks::change_policy,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -66,6 +69,7 @@ pub fn router(sandbox: bool) -> Router<AppState> {
     let router = Router::new()
         .route("/openapi.json", get(openapi))
         .merge(identity::router())
+        .merge(banks::router())
         .merge(passkey::router())
         .merge(operator::router());
     if sandbox {

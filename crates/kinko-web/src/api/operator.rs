@@ -94,7 +94,7 @@ fn unauthenticated() -> Problem {
 
 /// The bearer token of a request to an operator route. Only its presence is checked here; the
 /// flow authenticates it in the transaction that acts.
-pub struct OperatorToken(SecretString);
+pub struct OperatorToken(pub SecretString);
 
 impl FromRequestParts<AppState> for OperatorToken {
     type Rejection = Problem;
