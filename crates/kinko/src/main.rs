@@ -1,9 +1,11 @@
 //! `kinko`: the one binary. `serve` runs the platform, `demo` runs it seeded, `check` verifies
 //! the ledger's invariants, `audit verify` the audit chain, `admin create-operator` makes the
-//! first operator, `bench` measures, `migrate` applies migrations.
+//! first operator, `bank-sandbox` runs the sandbox bank, `bench` measures, `migrate` applies
+//! migrations.
 
 mod admin;
 mod audit;
+mod bank_sandbox;
 mod bench;
 mod crash_child;
 mod demo;
@@ -64,6 +66,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the sandbox bank: its own HTTP service and store, standing in for real banks.
+    BankSandbox(bank_sandbox::BankSandboxArgs),
     /// Apply pending migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -123,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { which } => bench::run(which),
+        Command::BankSandbox(args) => bank_sandbox::run(args),
         Command::Admin { which } => admin::run(which),
         Command::Audit { which } => audit::run(which),
         Command::CrashChild(args) => crash_child::run(args),

@@ -197,3 +197,39 @@ fn the_demo_seeds_once_however_often_it_starts() {
         "seeded twice: {value}"
     );
 }
+
+#[test]
+fn the_bank_sandbox_serves_from_its_own_store() {
+    let bank_dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let store = vec![
+        "--data-dir".to_owned(),
+        bank_dir.path().display().to_string(),
+    ];
+    let (mut child, address) = spawn_server("bank-sandbox", &store);
+    let metadata = http(
+        &address,
+        "GET",
+        "/.well-known/oauth-authorization-server",
+        None,
+    );
+    assert_eq!(metadata.status, 200, "{}", metadata.body);
+    let document: serde_json::Value =
+        serde_json::from_str(&metadata.body).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(document["issuer"], format!("http://{address}"));
+    assert!(
+        document["pushed_authorization_request_endpoint"].is_string(),
+        "{document}"
+    );
+    // An authorization request that skipped PAR is refused.
+    let no_par = http(
+        &address,
+        "GET",
+        "/oauth/authorize?client_id=kinko&response_type=code",
+        None,
+    );
+    assert_eq!(no_par.status, 400, "{}", no_par.body);
+    child.kill().unwrap_or_else(|error| panic!("{error}"));
+    child.wait().unwrap_or_else(|error| panic!("{error}"));
+    // Its own store, not Kinko's: the bank's tables live in the directory it was given.
+    assert!(bank_dir.path().join("kinko.sqlite3").exists());
+}
