@@ -117,13 +117,11 @@ pub fn authenticate(
     let client = database
         .transaction(|tx: &mut dyn Tx| find(tx, client_id))?
         .ok_or(ClientAuthError::UnknownClient)?;
-    let key = client
-        .jwk
-        .verifying_key()
-        .map_err(|_| ClientAuthError::SignatureInvalid)?;
-    let claims = jws::verify(assertion, &key)
+    let claims = jws::verify_with_jwk(assertion, &client.jwk)
         .map_err(|error| match error {
-            jws::JwsError::SignatureInvalid => ClientAuthError::SignatureInvalid,
+            jws::JwsError::SignatureInvalid | jws::JwsError::KeyInvalid => {
+                ClientAuthError::SignatureInvalid
+            }
             _ => ClientAuthError::Malformed,
         })?
         .claims;

@@ -56,21 +56,15 @@ pub fn verify(
     now_ms: i64,
 ) -> Result<Proof, DpopError> {
     let proof = proof.ok_or(DpopError::Missing)?;
-    let header = jws::unverified_header(proof).map_err(|_| DpopError::Malformed)?;
-    if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
-        return Err(DpopError::Malformed);
-    }
-    let jwk = header
-        .get("jwk")
-        .ok_or(DpopError::Malformed)
-        .and_then(|value| Jwk::from_json(value).map_err(|_| DpopError::Malformed))?;
-    let key = jwk.verifying_key().map_err(|_| DpopError::Malformed)?;
-    let claims = jws::verify(proof, &key)
-        .map_err(|error| match error {
+    // `jsonwebtoken` parses the proof and checks its signature with the key in its header;
+    // `jws` refuses any alg but ES256, a typ other than dpop+jwt, `crit`, and keys that
+    // are not public P-256 points.
+    let (jwk, verified) =
+        jws::verify_with_header_jwk(proof, "dpop+jwt").map_err(|error| match error {
             jws::JwsError::SignatureInvalid => DpopError::SignatureInvalid,
             _ => DpopError::Malformed,
-        })?
-        .claims;
+        })?;
+    let claims = verified.claims;
     let htm = claims.get("htm").and_then(Value::as_str);
     let htu = claims.get("htu").and_then(Value::as_str).map(without_query);
     if htm != Some(method) || htu != Some(without_query(url)) {
