@@ -1,15 +1,17 @@
 //! The sandbox bank's HTTP face for the OAuth flow: server metadata (RFC 8414), the PAR
 //! endpoint, the authorization endpoint (which refuses anything but a pushed request), the
-//! token endpoint, and one protected resource (`GET /v1/grant`) that shows what a
-//! DPoP-bound token allows. Handlers parse, call one `Bank` function off the async threads
+//! token endpoint, one protected resource (`GET /v1/grant`) that shows what a DPoP-bound
+//! token allows, and the account resources: holder match, debits and credits with an
+//! `Idempotency-Key`, their lookup by key, and the legacy verify endpoint. Handlers parse, call one `Bank` function off the async threads
 //! (argon2 and the store block), and map the result; errors are JSON with the RFC error name
 //! and a stable code, and a 5xx says nothing of its cause.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Form, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,7 +21,11 @@ use serde::Deserialize;
 
 use crate::client_auth::ClientAuthError;
 use crate::dpop::DpopError;
-use crate::oauth::{AuthorizationRequest, Bank, OAuthError, SCOPES, TokenRequest};
+use crate::holder::HolderMatchRequest;
+use crate::legacy::LegacyVerifyRequest;
+use crate::oauth::{AuthorizationRequest, Bank, OAuthError, ResourceGrant, SCOPES, TokenRequest};
+use crate::payments::{PaymentKind, PaymentRequest};
+use crate::resource::ResourceError;
 
 /// Requests to the bank are small forms; anything bigger is refused unread.
 pub const BODY_LENGTH_MAX_BYTES: usize = 16 * 1_024;
@@ -44,6 +50,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/oauth/authorize", get(authorization_page).post(authorize))
         .route("/oauth/token", post(token))
         .route("/v1/grant", get(grant))
+        .route("/v1/holder-match", post(holder_match))
+        .route("/v1/debits", post(debit))
+        .route("/v1/credits", post(credit))
+        .route("/v1/debits/{key}", get(debit_by_key))
+        .route("/v1/credits/{key}", get(credit_by_key))
+        .route("/v1/legacy/verify", post(legacy_verify))
         .layer(DefaultBodyLimit::max(BODY_LENGTH_MAX_BYTES))
         .with_state(state)
 }
@@ -342,6 +354,231 @@ async fn grant(State(state): State<HttpState>, headers: HeaderMap) -> Response {
         }))
         .into_response(),
         Ok(Err(error)) => refusal(&error, true).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn resource_refusal(error: &ResourceError) -> ErrorResponse {
+    let status = match error {
+        ResourceError::OAuth(error) => return refusal(error, true),
+        ResourceError::ScopeMissing(_) => StatusCode::FORBIDDEN,
+        ResourceError::RequestInvalid(_) | ResourceError::IdempotencyKeyInvalid => {
+            StatusCode::BAD_REQUEST
+        }
+        ResourceError::IdempotencyKeyReused => StatusCode::CONFLICT,
+        ResourceError::NotFound => StatusCode::NOT_FOUND,
+        ResourceError::Store(_) => {
+            tracing::error!(code = error.code(), error = %error, "bank resource failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ErrorResponse {
+        status,
+        error: error.error_name(),
+        code: error.code(),
+        // RFC 6750 §3.1 / RFC 9449 §7.1: a token short of scope gets a challenge too.
+        challenge: status == StatusCode::FORBIDDEN,
+    }
+}
+
+/// Runs `work` on the grant of the request's DPoP-bound token, checked for this method and
+/// URL before anything of the request is read.
+async fn with_grant(
+    state: HttpState,
+    headers: &HeaderMap,
+    method: &'static str,
+    uri: &Uri,
+    work: impl FnOnce(&Bank, &ResourceGrant, i64) -> Result<serde_json::Value, ResourceError>
+    + Send
+    + 'static,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("DPoP "))
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return refusal(&OAuthError::TokenInvalid, true).into_response();
+    };
+    let proof = match dpop_header(headers) {
+        Ok(proof) => proof,
+        Err(error) => return error.into_response(),
+    };
+    let now_ms = state.now_ms();
+    let bank = Arc::clone(&state.bank);
+    let url = format!("{}{}", bank.issuer(), uri.path());
+    let outcome = blocking(move || {
+        let grant = bank.authorize_resource(&token, proof.as_deref(), method, &url, now_ms)?;
+        work(&bank, &grant, now_ms)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(answer)) => (no_store(), Json(answer)).into_response(),
+        Ok(Err(error)) => resource_refusal(&error).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ResourceError> {
+    serde_json::from_slice(body).map_err(|_| ResourceError::RequestInvalid("body"))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ResourceError> {
+    serde_json::to_value(value).map_err(|_| ResourceError::RequestInvalid("answer"))
+}
+
+/// `POST /v1/holder-match`: `{kana_name, birth_date}` → `{match}`, nothing more.
+async fn holder_match(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    with_grant(state, &headers, "POST", &uri, move |bank, grant, _| {
+        let request: HolderMatchRequest = json_body(&body)?;
+        let matched = bank.holder_match(grant, &request)?;
+        Ok(serde_json::json!({ "match": matched }))
+    })
+    .await
+}
+
+/// The one `Idempotency-Key` header, as text.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ResourceError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ResourceError::IdempotencyKeyInvalid);
+    }
+    first
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .ok_or(ResourceError::IdempotencyKeyInvalid)
+}
+
+async fn payment(
+    kind: PaymentKind,
+    state: HttpState,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let key = idempotency_key(&headers);
+    with_grant(state, &headers, "POST", &uri, move |bank, grant, now_ms| {
+        let key = key?;
+        let request: PaymentRequest = json_body(&body)?;
+        let answer = match kind {
+            PaymentKind::Debit => bank.debit(grant, &key, &request, now_ms)?,
+            PaymentKind::Credit => bank.credit(grant, &key, &request, now_ms)?,
+        };
+        to_json(&answer)
+    })
+    .await
+}
+
+async fn debit(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    payment(PaymentKind::Debit, state, headers, uri, body).await
+}
+
+async fn credit(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    payment(PaymentKind::Credit, state, headers, uri, body).await
+}
+
+async fn payment_by_key(
+    kind: PaymentKind,
+    state: HttpState,
+    headers: HeaderMap,
+    uri: Uri,
+    key: String,
+) -> Response {
+    with_grant(state, &headers, "GET", &uri, move |bank, grant, _| {
+        to_json(&bank.payment(grant, kind, &key)?)
+    })
+    .await
+}
+
+async fn debit_by_key(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    uri: Uri,
+    key: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(key)) = key else {
+        return resource_refusal(&ResourceError::IdempotencyKeyInvalid).into_response();
+    };
+    payment_by_key(PaymentKind::Debit, state, headers, uri, key).await
+}
+
+async fn credit_by_key(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    uri: Uri,
+    key: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(key)) = key else {
+        return resource_refusal(&ResourceError::IdempotencyKeyInvalid).into_response();
+    };
+    payment_by_key(PaymentKind::Credit, state, headers, uri, key).await
+}
+
+/// The legacy verify form. No `Debug`: it holds the PIN until it becomes a `SecretString`.
+#[derive(Deserialize)]
+struct LegacyVerifyForm {
+    client_assertion_type: String,
+    client_assertion: String,
+    bank_code: String,
+    branch: String,
+    account_type: String,
+    account_number: String,
+    pin: String,
+    kana_name: String,
+    birth_date: String,
+}
+
+/// `POST /v1/legacy/verify` (form, `private_key_jwt`): `{match}`.
+async fn legacy_verify(
+    State(state): State<HttpState>,
+    form: Result<Form<LegacyVerifyForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return resource_refusal(&ResourceError::RequestInvalid("body")).into_response();
+    };
+    if form.client_assertion_type != crate::client_auth::ASSERTION_TYPE {
+        return refusal(
+            &OAuthError::InvalidClient(ClientAuthError::Malformed),
+            false,
+        )
+        .into_response();
+    }
+    let request = LegacyVerifyRequest {
+        bank_code: form.bank_code,
+        branch: form.branch,
+        account_type: form.account_type,
+        account_number: form.account_number,
+        pin: SecretString::from(form.pin),
+        kana_name: form.kana_name,
+        birth_date: form.birth_date,
+    };
+    let assertion = form.client_assertion;
+    let now_ms = state.now_ms();
+    let bank = Arc::clone(&state.bank);
+    let outcome = blocking(move || bank.legacy_verify(&assertion, &request, now_ms)).await;
+    match outcome {
+        Ok(Ok(matched)) => {
+            (no_store(), Json(serde_json::json!({ "match": matched }))).into_response()
+        }
+        // A failed client authentication is a token-endpoint-style 401, without a DPoP challenge.
+        Ok(Err(ResourceError::OAuth(error))) => refusal(&error, false).into_response(),
+        Ok(Err(error)) => resource_refusal(&error).into_response(),
         Err(error) => error.into_response(),
     }
 }

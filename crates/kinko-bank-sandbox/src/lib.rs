@@ -3,15 +3,22 @@
 //! Kinko's, hosts any number of bank codes, and runs an OAuth 2.0 authorization server in the
 //! FAPI 2.0 shape (DESIGN §6): pushed authorization requests (RFC 9126), PKCE S256,
 //! single-use codes valid ≤ 60 s, `private_key_jwt` client authentication (RFC 7523) and
-//! DPoP-bound access tokens (RFC 9449). It is also the reference a real bank implements.
+//! DPoP-bound access tokens (RFC 9449); and the account resources those tokens open: holder
+//! match, debits and credits under an Idempotency-Key, and the fenced-in legacy verify
+//! method with the bank's own per-account lock. It is also the reference a real bank
+//! implements (`docs/BANK-PROTOCOL.md`).
 
 pub mod client_auth;
 pub mod dpop;
+pub mod holder;
 pub mod http;
 pub mod jws;
+pub mod legacy;
 pub mod oauth;
+pub mod payments;
 pub mod pkce;
 pub mod random;
+pub mod resource;
 pub mod store;
 
 pub use oauth::{Bank, OAuthError};

@@ -305,10 +305,26 @@ impl Bank {
         client_auth::register(&self.database, client)
     }
 
-    fn authenticate_client(&self, assertion: &str, now_ms: i64) -> Result<Client, OAuthError> {
+    /// The legacy verify endpoint (`POST /v1/legacy/verify`), where a client assertion may
+    /// also be addressed.
+    pub fn legacy_verify_endpoint(&self) -> String {
+        format!("{}/v1/legacy/verify", self.issuer)
+    }
+
+    pub(crate) fn authenticate_client(
+        &self,
+        assertion: &str,
+        now_ms: i64,
+    ) -> Result<Client, OAuthError> {
         let par = self.par_endpoint();
         let token = self.token_endpoint();
-        let audiences = [self.issuer.as_str(), par.as_str(), token.as_str()];
+        let legacy = self.legacy_verify_endpoint();
+        let audiences = [
+            self.issuer.as_str(),
+            par.as_str(),
+            token.as_str(),
+            legacy.as_str(),
+        ];
         Ok(client_auth::authenticate(
             &self.database,
             assertion,

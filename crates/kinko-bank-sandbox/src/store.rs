@@ -115,6 +115,34 @@ pub fn ensure_schema(database: &Database) -> Result<(), StoreError> {
             "CREATE INDEX IF NOT EXISTS bank_oauth_tokens_by_code
                 ON bank_oauth_tokens (code_hash)"
                 .to_owned(),
+            // Debits and credits, one row per (client, kind, Idempotency-Key): a retry finds
+            // the saved answer, a rejection is kept like a success.
+            format!(
+                "CREATE TABLE IF NOT EXISTS bank_payments (
+                client_id TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('debit', 'credit')),
+                idempotency_key TEXT NOT NULL,
+                id {id} NOT NULL UNIQUE,
+                account_id {id} NOT NULL REFERENCES bank_accounts (id),
+                request_hash TEXT NOT NULL,
+                amount_yen BIGINT NOT NULL CHECK (amount_yen > 0),
+                description TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('settled', 'rejected')),
+                reason TEXT,
+                balance_after_yen BIGINT,
+                created_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (client_id, kind, idempotency_key)
+            )"
+            ),
+            // The legacy verify method's own lock, per account: consecutive failures, and
+            // when the lock fell. Only the bank lifts it.
+            format!(
+                "CREATE TABLE IF NOT EXISTS bank_legacy_locks (
+                account_id {id} PRIMARY KEY REFERENCES bank_accounts (id),
+                failures BIGINT NOT NULL DEFAULT 0,
+                locked_at_ms BIGINT
+            )"
+            ),
             "CREATE TABLE IF NOT EXISTS bank_oauth_seen_jtis (
                 purpose TEXT NOT NULL,
                 jti TEXT NOT NULL,
