@@ -5,71 +5,19 @@
 
 mod support;
 
-use std::process::Child;
-
 use serde_json::{Value, json};
-use support::{HttpResponse, fresh_store, http_with, spawn_server, spawn_server_with};
-
-struct Server {
-    child: Child,
-    address: String,
-    store: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
-    }
-}
+use support::{HttpResponse, Server, http_with, json_of, totp_code};
 
 fn start(backend: &str) -> Server {
-    let (store, dir) = fresh_store(backend);
-    let (child, address) = spawn_server("serve", &store);
-    Server {
-        child,
-        address,
-        store,
-        _dir: dir,
-    }
+    Server::start(backend, &[])
 }
 
 /// A server whose post-change freeze lasts `seconds` instead of 24 hours.
 fn start_with_freeze(backend: &str, seconds: &str) -> Server {
-    let (store, dir) = fresh_store(backend);
-    let (child, address) =
-        spawn_server_with("serve", &store, &[("KINKO_OUTGOING_FREEZE_S", seconds)]);
-    Server {
-        child,
-        address,
-        store,
-        _dir: dir,
-    }
-}
-
-fn json_of(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body)
-        .unwrap_or_else(|error| panic!("not JSON ({error}): {} {}", response.status, response.body))
+    Server::start(backend, &[("KINKO_OUTGOING_FREEZE_S", seconds)])
 }
 
 impl Server {
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        token: Option<&str>,
-    ) -> HttpResponse {
-        let body = body.map(|value| value.to_string());
-        let bearer = token.map(|token| format!("Bearer {token}"));
-        let mut headers = Vec::new();
-        if let Some(bearer) = &bearer {
-            headers.push(("Authorization", bearer.as_str()));
-        }
-        http_with(&self.address, method, path, body.as_deref(), &headers)
-    }
-
     fn call_from_device(
         &self,
         method: &str,
@@ -84,42 +32,6 @@ impl Server {
             Some(&body.to_string()),
             &[("X-Kinko-Device", device)],
         )
-    }
-
-    /// The newest code sent to `destination` for `purpose`, read from the sandbox outbox.
-    fn code_sent(&self, destination: &str, purpose: &str) -> String {
-        let response = self.call(
-            "GET",
-            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
-            None,
-            None,
-        );
-        assert_eq!(response.status, 200, "{}", response.body);
-        let messages = json_of(&response);
-        let body = messages
-            .as_array()
-            .and_then(|messages| {
-                messages
-                    .iter()
-                    .find(|message| message["purpose"] == purpose)
-            })
-            .and_then(|message| message["body"].as_str())
-            .unwrap_or_else(|| panic!("no {purpose} message to {destination}: {messages}"))
-            .to_owned();
-        body.split(|c: char| !c.is_ascii_digit())
-            .find(|digits| digits.len() == 8)
-            .unwrap_or_else(|| panic!("no 8-digit code in {body}"))
-            .to_owned()
-    }
-
-    fn messages_to(&self, destination: &str) -> Vec<Value> {
-        let response = self.call(
-            "GET",
-            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
-            None,
-            None,
-        );
-        json_of(&response).as_array().cloned().unwrap_or_default()
     }
 
     /// Signs up and verifies both contacts; returns the user id.
@@ -207,46 +119,9 @@ impl Server {
                 .to_owned(),
         )
     }
-
-    fn assert_problem(&self, response: &HttpResponse, status: u16, code: &str) {
-        assert_eq!(response.status, status, "{}", response.body);
-        assert_eq!(
-            response.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            response.body
-        );
-        assert_eq!(json_of(response)["code"], code, "{}", response.body);
-    }
 }
 
 const PASSWORD: &str = "correct horse battery staple 金庫";
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
-/// The code an authenticator app shows `steps_ahead` 30-second steps from now.
-fn totp_code(secret_base32: &str, steps_ahead: u64) -> String {
-    let secret =
-        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
-    let totp = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default();
-    totp.generate(now_s + steps_ahead * 30).to_string()
-}
 
 macro_rules! both {
     ($($name:ident),+ $(,)?) => {

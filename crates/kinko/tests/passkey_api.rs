@@ -8,11 +8,9 @@
 
 mod support;
 
-use std::process::Child;
-
 use kinko_identity::passkey::{CreationChallengeResponse, RequestChallengeResponse, Url};
 use serde_json::{Value, json};
-use support::{HttpResponse, fresh_store, http_with, spawn_server_with};
+use support::{HttpResponse, Server, json_of, totp_code};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
@@ -24,38 +22,11 @@ const ORIGIN: &str = "http://localhost:8080";
 const OTHER_ORIGIN: &str = "http://localhost:9999";
 const PASSWORD: &str = "correct horse battery staple 金庫";
 
-struct Server {
-    child: Child,
-    address: String,
-    store: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
-    }
-}
-
 fn start(backend: &str) -> Server {
-    let (store, dir) = fresh_store(backend);
-    let (child, address) = spawn_server_with(
-        "serve",
-        &store,
+    Server::start(
+        backend,
         &[("KINKO_RP_ID", RP_ID), ("KINKO_RP_ORIGIN", ORIGIN)],
-    );
-    Server {
-        child,
-        address,
-        store,
-        _dir: dir,
-    }
-}
-
-fn json_of(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body)
-        .unwrap_or_else(|error| panic!("not JSON ({error}): {} {}", response.status, response.body))
+    )
 }
 
 fn text(value: &Value) -> String {
@@ -69,74 +40,7 @@ fn url(origin: &str) -> Url {
     Url::parse(origin).unwrap_or_else(|error| panic!("{error}"))
 }
 
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
-/// The code an authenticator app shows now.
-fn totp_code(secret_base32: &str) -> String {
-    let secret =
-        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
-    let totp = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default();
-    totp.generate(now_s).to_string()
-}
-
 impl Server {
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        token: Option<&str>,
-    ) -> HttpResponse {
-        let body = body.map(|value| value.to_string());
-        let bearer = token.map(|token| format!("Bearer {token}"));
-        let mut headers = Vec::new();
-        if let Some(bearer) = &bearer {
-            headers.push(("Authorization", bearer.as_str()));
-        }
-        http_with(&self.address, method, path, body.as_deref(), &headers)
-    }
-
-    fn messages_to(&self, destination: &str) -> Vec<Value> {
-        let response = self.call(
-            "GET",
-            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
-            None,
-            None,
-        );
-        assert_eq!(response.status, 200, "{}", response.body);
-        json_of(&response).as_array().cloned().unwrap_or_default()
-    }
-
-    /// The newest 8-digit code sent to `destination` for `purpose`.
-    fn code_sent(&self, destination: &str, purpose: &str) -> String {
-        let messages = self.messages_to(destination);
-        let body = messages
-            .iter()
-            .find(|message| message["purpose"] == purpose)
-            .map(|message| text(&message["body"]))
-            .unwrap_or_else(|| panic!("no {purpose} message to {destination}: {messages:?}"));
-        body.split(|c: char| !c.is_ascii_digit())
-            .find(|digits| digits.len() == 8)
-            .unwrap_or_else(|| panic!("no 8-digit code in {body}"))
-            .to_owned()
-    }
-
     /// Signs up with both contacts verified; returns a session token.
     fn signed_in_user(&self, email: &str, phone_e164: &str) -> String {
         let response = self.call(
@@ -182,7 +86,7 @@ impl Server {
         let confirmed = self.call(
             "POST",
             "/api/v1/me/totp/confirm",
-            Some(json!({ "code": totp_code(&secret) })),
+            Some(json!({ "code": totp_code(&secret, 0) })),
             Some(token),
         );
         assert_eq!(confirmed.status, 200, "{}", confirmed.body);
@@ -263,17 +167,6 @@ impl Server {
         let listed = self.call("GET", "/api/v1/me/passkeys", None, Some(token));
         assert_eq!(listed.status, 200, "{}", listed.body);
         json_of(&listed).as_array().cloned().unwrap_or_default()
-    }
-
-    fn assert_problem(&self, response: &HttpResponse, status: u16, code: &str) {
-        assert_eq!(response.status, status, "{}", response.body);
-        assert_eq!(
-            response.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            response.body
-        );
-        assert_eq!(json_of(response)["code"], code, "{}", response.body);
     }
 }
 

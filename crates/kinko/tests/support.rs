@@ -171,3 +171,120 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A `kinko serve` child process on a fresh store, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub address: String,
+    pub store: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+impl Server {
+    /// `kinko serve` on a fresh store of `backend`, with extra environment variables.
+    pub fn start(backend: &str, environment: &[(&str, &str)]) -> Self {
+        let (store, dir) = fresh_store(backend);
+        let (child, address) = spawn_server_with("serve", &store, environment);
+        Self {
+            child,
+            address,
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// One request, with the JSON body and bearer token if given.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> HttpResponse {
+        let body = body.map(|value| value.to_string());
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let mut headers = Vec::new();
+        if let Some(bearer) = &bearer {
+            headers.push(("Authorization", bearer.as_str()));
+        }
+        http_with(&self.address, method, path, body.as_deref(), &headers)
+    }
+
+    /// Asserts an RFC 9457 answer with this status and stable code.
+    pub fn assert_problem(&self, response: &HttpResponse, status: u16, code: &str) {
+        assert_eq!(response.status, status, "{}", response.body);
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            response.body
+        );
+        assert_eq!(json_of(response)["code"], code, "{}", response.body);
+    }
+
+    /// The messages "sent" to `destination`, newest first, from the sandbox outbox.
+    pub fn messages_to(&self, destination: &str) -> Vec<serde_json::Value> {
+        let response = self.call(
+            "GET",
+            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
+            None,
+            None,
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+        json_of(&response).as_array().cloned().unwrap_or_default()
+    }
+
+    /// The newest 8-digit code sent to `destination` for `purpose`.
+    pub fn code_sent(&self, destination: &str, purpose: &str) -> String {
+        let messages = self.messages_to(destination);
+        let body = messages
+            .iter()
+            .find(|message| message["purpose"] == purpose)
+            .and_then(|message| message["body"].as_str())
+            .unwrap_or_else(|| panic!("no {purpose} message to {destination}: {messages:?}"))
+            .to_owned();
+        body.split(|c: char| !c.is_ascii_digit())
+            .find(|digits| digits.len() == 8)
+            .unwrap_or_else(|| panic!("no 8-digit code in {body}"))
+            .to_owned()
+    }
+}
+
+pub fn json_of(response: &HttpResponse) -> serde_json::Value {
+    serde_json::from_str(&response.body)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {} {}", response.status, response.body))
+}
+
+/// Percent-encodes a query value.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// The code an authenticator app shows `steps_ahead` 30-second steps from now.
+pub fn totp_code(secret_base32: &str, steps_ahead: u64) -> String {
+    let secret =
+        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    totp.generate(now_s + steps_ahead * 30).to_string()
+}
