@@ -5,33 +5,10 @@
 use kinko_banking::registry::{self, BankCode, BankingError, PolicyChange, SEED_CSV};
 use kinko_core::ErrorCode;
 use kinko_identity::operator::{Operator, OperatorId, Role};
-use kinko_store::StoreLocation;
 use kinko_store::sql::{Database, Tx};
 
 fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
-    let (location, dir) = match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-            (
-                StoreLocation::Sqlite {
-                    data_dir: dir.path().to_path_buf(),
-                },
-                Some(dir),
-            )
-        }
-        _ => {
-            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
-                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-            });
-            let url = kinko_store::postgres::testing::fresh_database(&admin)
-                .unwrap_or_else(|error| panic!("{error}"));
-            (StoreLocation::Postgres { url }, None)
-        }
-    };
-    (
-        Database::open(&location).unwrap_or_else(|error| panic!("{error}")),
-        dir,
-    )
+    kinko_store::testing::database(backend)
 }
 
 fn operator(role: Role) -> Operator {

@@ -657,32 +657,11 @@ pub fn purge_dead_sessions(
 #[cfg(test)]
 pub(crate) mod testing {
     use kinko_ledger::StoreError;
-    use kinko_store::StoreLocation;
     use kinko_store::sql::{Database, Tx, Value};
 
     /// A fresh database on `backend` ("sqlite" or "postgres"); keep the directory alive.
     pub(crate) fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
-        let (location, dir) = match backend {
-            "sqlite" => {
-                let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-                (
-                    StoreLocation::Sqlite {
-                        data_dir: dir.path().to_path_buf(),
-                    },
-                    Some(dir),
-                )
-            }
-            _ => {
-                let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
-                    panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-                });
-                let url = kinko_store::postgres::testing::fresh_database(&admin)
-                    .unwrap_or_else(|error| panic!("{error}"));
-                (StoreLocation::Postgres { url }, None)
-            }
-        };
-        let database = Database::open(&location).unwrap_or_else(|error| panic!("{error}"));
-        (database, dir)
+        kinko_store::testing::database(backend)
     }
 
     /// Inserts an active user and returns its id.

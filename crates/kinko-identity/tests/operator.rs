@@ -12,7 +12,6 @@ use kinko_identity::operator::{
 use kinko_identity::password::hash_password;
 use kinko_identity::secrets::SecretBox;
 use kinko_ledger::StoreError;
-use kinko_store::StoreLocation;
 use kinko_store::sql::{Database, Tx, Value};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -22,27 +21,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
-    let (location, dir) = match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-            (
-                StoreLocation::Sqlite {
-                    data_dir: dir.path().to_path_buf(),
-                },
-                Some(dir),
-            )
-        }
-        _ => {
-            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
-                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-            });
-            let url = kinko_store::postgres::testing::fresh_database(&admin)
-                .unwrap_or_else(|error| panic!("{error}"));
-            (StoreLocation::Postgres { url }, None)
-        }
-    };
-    let database = Database::open(&location).unwrap_or_else(|error| panic!("{error}"));
-    (database, dir)
+    kinko_store::testing::database(backend)
 }
 
 macro_rules! both {

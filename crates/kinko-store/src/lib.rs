@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

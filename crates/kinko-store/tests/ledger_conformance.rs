@@ -25,25 +25,7 @@ struct Harness {
 }
 
 fn location_for(backend: &str) -> (StoreLocation, Option<tempfile::TempDir>) {
-    match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
-            (
-                StoreLocation::Sqlite {
-                    data_dir: dir.path().to_path_buf(),
-                },
-                Some(dir),
-            )
-        }
-        _ => {
-            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
-                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-            });
-            let url = kinko_store::postgres::testing::fresh_database(&admin)
-                .unwrap_or_else(|error| panic!("{error}"));
-            (StoreLocation::Postgres { url }, None)
-        }
-    }
+    kinko_store::testing::location(backend)
 }
 
 fn start_ledger(location: &StoreLocation, clock: &ManualClock, config: WriterConfig) -> Ledger {
