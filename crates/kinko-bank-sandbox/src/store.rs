@@ -425,6 +425,8 @@ pub enum SeedError {
     Store(#[from] StoreError),
     #[error("hashing a demo secret failed: {0}")]
     Hashing(String),
+    #[error("the partner-bank list is malformed: {0}")]
+    Registry(String),
 }
 
 /// The bank codes the sandbox seeds, with their names.
@@ -514,6 +516,16 @@ pub fn seed(database: &Database, now_ms: i64) -> Result<Vec<DemoCustomer>, SeedE
             tx.execute(
                 "INSERT INTO bank_banks (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING",
                 &[(*code).into(), (*name).into()],
+            )?;
+        }
+        // The sandbox hosts every partner bank of Kinko's registry, so each can be linked in
+        // the demo; the demo customers hold their accounts at the banks above.
+        let partners = kinko_banking::registry::parse_registry(kinko_banking::registry::SEED_CSV)
+            .map_err(|error| SeedError::Registry(error.to_string()))?;
+        for bank in partners {
+            tx.execute(
+                "INSERT INTO bank_banks (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING",
+                &[bank.code.as_str().into(), bank.name_ja.as_str().into()],
             )?;
         }
         for customer in &customers {

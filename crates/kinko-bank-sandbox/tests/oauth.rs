@@ -336,6 +336,13 @@ fn seed_matches_the_kyc_identities_and_runs_twice(backend: &str) {
         .sum();
     assert_eq!(usize::try_from(accounts).ok(), Some(expected));
     assert_eq!(banks, 3);
+    // Every partner bank of the registry is hosted, so any of them can be linked.
+    let hosted = fixture
+        .bank
+        .database()
+        .transaction(|tx: &mut dyn Tx| tx.query_one("SELECT COUNT(*) FROM bank_banks", &[])?.int(0))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(hosted, 35);
     // The PIN is stored hashed: no row holds it in clear.
     let pin = fixture.customers[0].accounts[0].pin.clone();
     let clear = fixture

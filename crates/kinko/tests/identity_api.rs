@@ -666,6 +666,7 @@ fn cookie_sessions_need_the_csrf_token_to_change_state(backend: &str) {
 }
 
 fn sign_ups_are_rate_limited_per_source(backend: &str) {
+    support::away_from_hour_boundary(60);
     let server = start(backend);
     let mut statuses = Vec::new();
     let mut last = None;

@@ -288,3 +288,16 @@ pub fn totp_code(secret_base32: &str, steps_ahead: u64) -> String {
         .unwrap_or_default();
     totp.generate(now_s + steps_ahead * 30).to_string()
 }
+
+/// Fixed one-hour rate-limit windows start on the hour: a test that counts hits to a limit
+/// waits out the last `margin_s` seconds of an hour so its hits fall in one window.
+pub fn away_from_hour_boundary(margin_s: u64) {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let left_s = 3_600 - now_s % 3_600;
+    if left_s <= margin_s {
+        std::thread::sleep(std::time::Duration::from_secs(left_s + 1));
+    }
+}
