@@ -163,28 +163,5 @@ pub fn authenticate(
     Ok(client)
 }
 
-/// Makes a client assertion (what Kinko, or a test, sends): iss = sub = client id, a fresh
-/// jti, valid for `lifetime_ms`.
-pub fn make_assertion(
-    client_id: &str,
-    audience: &str,
-    key: &p256::ecdsa::SigningKey,
-    now_ms: i64,
-    lifetime_ms: i64,
-) -> Result<String, jws::JwsError> {
-    let jti = crate::random::token().map_err(|_| jws::JwsError::Malformed)?;
-    let mut header = Map::new();
-    header.insert("typ".to_owned(), Value::from("JWT"));
-    let claims = serde_json::json!({
-        "iss": client_id,
-        "sub": client_id,
-        "aud": audience,
-        "iat": now_ms / 1_000,
-        "exp": (now_ms + lifetime_ms) / 1_000,
-        "jti": jti,
-    });
-    match claims {
-        Value::Object(claims) => jws::sign(header, &claims, key),
-        _ => Err(jws::JwsError::Malformed),
-    }
-}
+/// Kinko's side makes the assertion; it lives with the protocol so both ends share it.
+pub use kinko_banking::protocol::make_client_assertion as make_assertion;

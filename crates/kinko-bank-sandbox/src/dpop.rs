@@ -4,9 +4,9 @@
 
 use kinko_ledger::StoreError;
 use kinko_store::sql::Database;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::jws::{self, Jwk};
+use crate::jws;
 
 /// How far a proof's `iat` may be from the bank's clock, either way.
 pub const IAT_WINDOW_MS: i64 = 60_000;
@@ -110,29 +110,5 @@ pub fn verify(
     Ok(Proof { jkt })
 }
 
-/// Makes a proof (what the client does for each request).
-pub fn make_proof(
-    key: &p256::ecdsa::SigningKey,
-    method: &str,
-    url: &str,
-    access_token: Option<&str>,
-    now_ms: i64,
-) -> Result<String, jws::JwsError> {
-    let jwk = Jwk::from_verifying_key(key.verifying_key())?;
-    let mut header = Map::new();
-    header.insert("typ".to_owned(), Value::from("dpop+jwt"));
-    header.insert("jwk".to_owned(), jwk.to_json());
-    let mut claims = Map::new();
-    let jti = crate::random::token().map_err(|_| jws::JwsError::Malformed)?;
-    claims.insert("jti".to_owned(), Value::from(jti));
-    claims.insert("htm".to_owned(), Value::from(method));
-    claims.insert("htu".to_owned(), Value::from(url));
-    claims.insert("iat".to_owned(), Value::from(now_ms / 1_000));
-    if let Some(token) = access_token {
-        claims.insert(
-            "ath".to_owned(),
-            Value::from(crate::random::sha256_b64url(token.as_bytes())),
-        );
-    }
-    jws::sign(header, &claims, key)
-}
+/// The client's side makes the proof; it lives with the protocol so both ends share it.
+pub use kinko_banking::protocol::make_dpop_proof as make_proof;

@@ -12,13 +12,12 @@ pub mod client_auth;
 pub mod dpop;
 pub mod holder;
 pub mod http;
-pub mod jws;
 pub mod legacy;
 pub mod oauth;
 pub mod payments;
 pub mod pkce;
-pub mod random;
 pub mod resource;
 pub mod store;
 
+pub use kinko_banking::protocol::{jws, random};
 pub use oauth::{Bank, OAuthError};

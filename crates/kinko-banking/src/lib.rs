@@ -8,4 +8,6 @@
 //!
 //! Bank links, the bank protocol client and the sandbox bank arrive with issue 4.
 
+pub mod client;
+pub mod protocol;
 pub mod registry;

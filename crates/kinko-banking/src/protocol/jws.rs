@@ -111,7 +111,7 @@ impl Jwk {
             r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#,
             self.crv, self.kty, self.x, self.y
         );
-        crate::random::sha256_b64url(canonical.as_bytes())
+        super::random::sha256_b64url(canonical.as_bytes())
     }
 
     pub fn to_json(&self) -> Value {
@@ -265,10 +265,10 @@ pub fn sign(
 }
 
 /// A fresh P-256 key pair from the OS random source (for clients and DPoP keys).
-pub fn generate_key() -> Result<SigningKey, crate::random::RandomError> {
+pub fn generate_key() -> Result<SigningKey, super::random::RandomError> {
     loop {
         let mut bytes = [0u8; 32];
-        crate::random::fill(&mut bytes)?;
+        super::random::fill(&mut bytes)?;
         // A 32-byte string is a valid scalar unless it is zero or ≥ the group order, which
         // happens with probability about 2^-32: draw again.
         if let Ok(key) = SigningKey::from_slice(&bytes) {

@@ -1,0 +1,530 @@
+//! Kinko's client of the bank protocol (`docs/BANK-PROTOCOL.md`): discovery, pushed
+//! authorization requests, the code and refresh grants with `private_key_jwt` and DPoP,
+//! holder match, revocation, the legacy verify call, and the bank's published keys for its
+//! webhooks. Blocking HTTP (ureq): callers run it off the async threads.
+//!
+//! Nothing here decides anything: the link service (`links`) holds the rules. What comes back
+//! from a bank is parsed strictly; an answer that does not fit the protocol is an error, never
+//! a guess.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use p256::ecdsa::SigningKey;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::protocol::{self, jws};
+
+/// A client assertion lives one minute: long enough for one call, short enough to be useless
+/// to anyone who copies it.
+pub const ASSERTION_LIFETIME_MS: i64 = 60_000;
+/// Every call to a bank gives up after this long.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bank answers bigger than this are refused unread.
+const ANSWER_LENGTH_MAX_BYTES: u64 = 64 * 1_024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BankClientError {
+    /// The bank could not be reached or did not answer in time.
+    #[error("the bank could not be reached: {0}")]
+    Transport(String),
+    /// The bank answered with a protocol error.
+    #[error("the bank refused ({status} {code})")]
+    Refused { status: u16, code: String },
+    /// The bank answered something the protocol does not allow.
+    #[error("the bank's answer does not fit the protocol: {0}")]
+    Malformed(&'static str),
+    #[error("signing failed: {0}")]
+    Signing(#[from] jws::JwsError),
+}
+
+impl From<ureq::Error> for BankClientError {
+    fn from(error: ureq::Error) -> Self {
+        BankClientError::Transport(error.to_string())
+    }
+}
+
+/// Where a bank's endpoints are, from its RFC 8414 metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BankEndpoints {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub pushed_authorization_request_endpoint: String,
+    pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub jwks_uri: String,
+}
+
+impl BankEndpoints {
+    /// A resource server path (the protocol fixes them under the issuer).
+    pub fn resource(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
+
+/// What a code or refresh grant gives.
+pub struct Tokens {
+    pub access_token: SecretString,
+    pub refresh_token: SecretString,
+    pub link_id: String,
+    pub account_ref: String,
+    pub account_label: String,
+    pub scope: String,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Tokens")
+            .field("link_id", &self.link_id)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    token_type: String,
+    refresh_token: String,
+    link_id: String,
+    account_ref: String,
+    account_label: String,
+    scope: String,
+}
+
+/// The legacy verify call's fields. The PIN stays a secret until it is on the wire.
+pub struct LegacyVerify<'a> {
+    pub bank_code: &'a str,
+    pub branch: &'a str,
+    pub account_type: &'a str,
+    pub account_number: &'a str,
+    pub pin: &'a SecretString,
+    pub kana_name: &'a str,
+    pub birth_date: &'a str,
+}
+
+/// A bank's public signing key as published at `jwks_uri`.
+#[derive(Debug, Clone)]
+pub struct PublishedKey {
+    pub kid: String,
+    pub jwk: jws::Jwk,
+}
+
+/// Kinko as one bank's client: its client id there, its signing key, the bank's endpoints, and
+/// the bank's webhook keys (fetched when first needed and again on an unknown `kid`).
+pub struct BankClient {
+    agent: ureq::Agent,
+    client_id: String,
+    key: SigningKey,
+    endpoints: BankEndpoints,
+    published_keys: RwLock<Vec<PublishedKey>>,
+}
+
+impl std::fmt::Debug for BankClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BankClient")
+            .field("issuer", &self.endpoints.issuer)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP agent every bank call uses: a timeout, no redirects followed, and statuses
+/// handed back rather than turned into errors (the protocol's error bodies matter).
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(CALL_TIMEOUT))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Reads a JSON answer, or the protocol error it carries.
+fn answer_json(mut response: ureq::http::Response<ureq::Body>) -> Result<Value, BankClientError> {
+    let status = response.status().as_u16();
+    let value: Value = response
+        .body_mut()
+        .with_config()
+        .limit(ANSWER_LENGTH_MAX_BYTES)
+        .read_json()
+        .map_err(|_| {
+            if (200..300).contains(&status) {
+                BankClientError::Malformed("the answer is not JSON")
+            } else {
+                BankClientError::Refused {
+                    status,
+                    code: String::new(),
+                }
+            }
+        })?;
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        Err(BankClientError::Refused {
+            status,
+            code: value
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+}
+
+/// Fetches a bank's metadata (RFC 8414) and checks it names the issuer asked for and the
+/// protocol's requirements (PAR required, S256, `private_key_jwt`, DPoP ES256).
+pub fn discover(agent: &ureq::Agent, issuer: &str) -> Result<BankEndpoints, BankClientError> {
+    let issuer = issuer.trim_end_matches('/');
+    let response = agent
+        .get(&format!("{issuer}/.well-known/oauth-authorization-server"))
+        .call()?;
+    let metadata = answer_json(response)?;
+    let endpoints: BankEndpoints = serde_json::from_value(metadata.clone())
+        .map_err(|_| BankClientError::Malformed("metadata lacks an endpoint"))?;
+    if endpoints.issuer != issuer {
+        // RFC 8414 §3.3: the metadata must be for the issuer we asked.
+        return Err(BankClientError::Malformed("metadata names another issuer"));
+    }
+    let lists = |name: &str, wanted: &str| {
+        metadata
+            .get(name)
+            .and_then(Value::as_array)
+            .is_some_and(|values| values.iter().any(|value| value == wanted))
+    };
+    if metadata.get("require_pushed_authorization_requests") != Some(&Value::Bool(true))
+        || !lists("code_challenge_methods_supported", "S256")
+        || !lists("token_endpoint_auth_methods_supported", "private_key_jwt")
+        || !lists("dpop_signing_alg_values_supported", "ES256")
+    {
+        return Err(BankClientError::Malformed(
+            "the bank does not offer PAR, PKCE S256, private_key_jwt and DPoP ES256",
+        ));
+    }
+    Ok(endpoints)
+}
+
+/// Registers Kinko at a sandbox bank (`POST /sandbox/clients`): a real bank does this out of
+/// band and gives Kinko its client id.
+pub fn register_at_sandbox(
+    agent: &ureq::Agent,
+    issuer: &str,
+    client_name: &str,
+    key: &SigningKey,
+    redirect_uri: &str,
+    webhook_url: &str,
+) -> Result<String, BankClientError> {
+    let jwk = jws::Jwk::from_verifying_key(key.verifying_key())?;
+    let body = serde_json::json!({
+        "client_name": client_name,
+        "jwks": {"keys": [jwk.to_json()]},
+        "redirect_uris": [redirect_uri],
+        "webhook_url": webhook_url,
+    });
+    let response = agent
+        .post(&format!("{}/sandbox/clients", issuer.trim_end_matches('/')))
+        .send_json(&body)?;
+    answer_json(response)?
+        .get("client_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(BankClientError::Malformed("no client_id"))
+}
+
+impl BankClient {
+    pub fn new(
+        agent: ureq::Agent,
+        client_id: String,
+        key: SigningKey,
+        endpoints: BankEndpoints,
+    ) -> Self {
+        Self {
+            agent,
+            client_id,
+            key,
+            endpoints,
+            published_keys: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.endpoints.issuer
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn endpoints(&self) -> &BankEndpoints {
+        &self.endpoints
+    }
+
+    fn assertion(&self, now_ms: i64) -> Result<String, BankClientError> {
+        Ok(protocol::make_client_assertion(
+            &self.client_id,
+            &self.endpoints.issuer,
+            &self.key,
+            now_ms,
+            ASSERTION_LIFETIME_MS,
+        )?)
+    }
+
+    /// Pushes an authorization request (RFC 9126) and answers the URL to send the browser to.
+    pub fn push_authorization(
+        &self,
+        request: &PushRequest<'_>,
+        now_ms: i64,
+    ) -> Result<String, BankClientError> {
+        let assertion = self.assertion(now_ms)?;
+        let challenge = protocol::pkce_challenge(request.code_verifier.expose_secret());
+        let response = self
+            .agent
+            .post(&self.endpoints.pushed_authorization_request_endpoint)
+            .send_form([
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+                ("response_type", "code"),
+                ("client_id", self.client_id.as_str()),
+                ("redirect_uri", request.redirect_uri),
+                ("scope", request.scope),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("state", request.state.expose_secret()),
+                ("bank_code", request.bank_code),
+            ])?;
+        let request_uri = answer_json(response)?
+            .get("request_uri")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(BankClientError::Malformed("no request_uri"))?;
+        Ok(format!(
+            "{}?client_id={}&request_uri={}",
+            self.endpoints.authorization_endpoint,
+            query_encode(&self.client_id),
+            query_encode(&request_uri)
+        ))
+    }
+
+    /// The authorization code grant with PKCE, bound to `dpop_key`.
+    pub fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &SecretString,
+        dpop_key: &SigningKey,
+        now_ms: i64,
+    ) -> Result<Tokens, BankClientError> {
+        self.token_call(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", code_verifier.expose_secret()),
+            ],
+            dpop_key,
+            now_ms,
+        )
+    }
+
+    /// The refresh grant: a new access token and a new (rotated) refresh token.
+    pub fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        dpop_key: &SigningKey,
+        now_ms: i64,
+    ) -> Result<Tokens, BankClientError> {
+        self.token_call(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+            ],
+            dpop_key,
+            now_ms,
+        )
+    }
+
+    fn token_call(
+        &self,
+        fields: &[(&str, &str)],
+        dpop_key: &SigningKey,
+        now_ms: i64,
+    ) -> Result<Tokens, BankClientError> {
+        let assertion = self.assertion(now_ms)?;
+        let proof = protocol::make_dpop_proof(
+            dpop_key,
+            "POST",
+            &self.endpoints.token_endpoint,
+            None,
+            now_ms,
+        )?;
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE));
+        form.push(("client_assertion", assertion.as_str()));
+        let response = self
+            .agent
+            .post(&self.endpoints.token_endpoint)
+            .header("DPoP", &proof)
+            .send_form(form)?;
+        let answer: TokenAnswer = serde_json::from_value(answer_json(response)?)
+            .map_err(|_| BankClientError::Malformed("token answer lacks a member"))?;
+        if answer.token_type != "DPoP" {
+            return Err(BankClientError::Malformed("the token is not DPoP-bound"));
+        }
+        if answer.account_ref.is_empty() || answer.link_id.is_empty() {
+            return Err(BankClientError::Malformed("no link or account reference"));
+        }
+        Ok(Tokens {
+            access_token: SecretString::from(answer.access_token),
+            refresh_token: SecretString::from(answer.refresh_token),
+            link_id: answer.link_id,
+            account_ref: answer.account_ref,
+            account_label: answer.account_label,
+            scope: answer.scope,
+        })
+    }
+
+    /// Asks the bank whether the KYC'd kana name and birth date are its account holder's.
+    pub fn holder_match(
+        &self,
+        access_token: &SecretString,
+        dpop_key: &SigningKey,
+        kana_name: &str,
+        birth_date: &str,
+        now_ms: i64,
+    ) -> Result<bool, BankClientError> {
+        let url = self.endpoints.resource("/v1/holder-match");
+        let proof = protocol::make_dpop_proof(
+            dpop_key,
+            "POST",
+            &url,
+            Some(access_token.expose_secret()),
+            now_ms,
+        )?;
+        let response = self
+            .agent
+            .post(&url)
+            .header(
+                "Authorization",
+                &format!("DPoP {}", access_token.expose_secret()),
+            )
+            .header("DPoP", &proof)
+            .send_json(serde_json::json!({"kana_name": kana_name, "birth_date": birth_date}))?;
+        answer_json(response)?
+            .get("match")
+            .and_then(Value::as_bool)
+            .ok_or(BankClientError::Malformed("no match member"))
+    }
+
+    /// Ends the link at the bank (RFC 7009). The bank answers 200 whatever the token was.
+    pub fn revoke(&self, refresh_token: &SecretString, now_ms: i64) -> Result<(), BankClientError> {
+        let assertion = self.assertion(now_ms)?;
+        let response = self
+            .agent
+            .post(&self.endpoints.revocation_endpoint)
+            .send_form([
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+                ("token", refresh_token.expose_secret()),
+                ("token_type_hint", "refresh_token"),
+            ])?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(BankClientError::Refused {
+                status,
+                code: String::new(),
+            })
+        }
+    }
+
+    /// The legacy verify call: `true` only when the bank says every field matched.
+    pub fn legacy_verify(
+        &self,
+        request: &LegacyVerify<'_>,
+        now_ms: i64,
+    ) -> Result<bool, BankClientError> {
+        let assertion = self.assertion(now_ms)?;
+        let response = self
+            .agent
+            .post(&self.endpoints.resource("/v1/legacy/verify"))
+            .send_form([
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+                ("bank_code", request.bank_code),
+                ("branch", request.branch),
+                ("account_type", request.account_type),
+                ("account_number", request.account_number),
+                ("pin", request.pin.expose_secret()),
+                ("kana_name", request.kana_name),
+                ("birth_date", request.birth_date),
+            ])?;
+        answer_json(response)?
+            .get("match")
+            .and_then(Value::as_bool)
+            .ok_or(BankClientError::Malformed("no match member"))
+    }
+
+    /// The bank's webhook signing key named `kid`: from the cache, else fetched afresh (a
+    /// bank rotates keys by publishing the new one first).
+    pub fn published_key(&self, kid: &str) -> Result<Option<jws::Jwk>, BankClientError> {
+        let cached = |keys: &[PublishedKey]| {
+            keys.iter()
+                .find(|key| key.kid == kid)
+                .map(|key| key.jwk.clone())
+        };
+        if let Ok(keys) = self.published_keys.read()
+            && let Some(jwk) = cached(&keys)
+        {
+            return Ok(Some(jwk));
+        }
+        let response = self.agent.get(&self.endpoints.jwks_uri).call()?;
+        let document = answer_json(response)?;
+        let keys: Vec<PublishedKey> = document
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or(BankClientError::Malformed("no keys"))?
+            .iter()
+            .filter_map(|value| {
+                let kid = value.get("kid").and_then(Value::as_str)?.to_owned();
+                // A key with a private part, or not P-256, is skipped rather than trusted.
+                let jwk = jws::Jwk::from_json(value).ok()?;
+                Some(PublishedKey { kid, jwk })
+            })
+            .collect();
+        let found = cached(&keys);
+        if let Ok(mut slot) = self.published_keys.write() {
+            *slot = keys;
+        }
+        Ok(found)
+    }
+}
+
+/// What a pushed authorization request carries besides the client's own fields.
+pub struct PushRequest<'a> {
+    pub redirect_uri: &'a str,
+    pub scope: &'a str,
+    pub state: &'a SecretString,
+    pub code_verifier: &'a SecretString,
+    pub bank_code: &'a str,
+}
+
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+pub fn query_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
