@@ -9,5 +9,6 @@
 //! Bank links, the bank protocol client and the sandbox bank arrive with issue 4.
 
 pub mod client;
+pub mod links;
 pub mod protocol;
 pub mod registry;

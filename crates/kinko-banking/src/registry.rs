@@ -385,6 +385,47 @@ pub fn change_policy(
     Ok(after)
 }
 
+/// An automatic rule (the legacy method's detector) switches the legacy method off at one
+/// bank: effective on the next request like an operator's change, audited as the system with
+/// the rule as the reason. Answers whether it was on (and is now off).
+pub fn switch_off_legacy(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    bank_code: &BankCode,
+    rule: &str,
+    detail: serde_json::Value,
+) -> Result<bool, BankingError> {
+    let sql = format!(
+        "SELECT {POLICY_COLUMNS} FROM banking_policies WHERE bank_code = $1{}",
+        tx.for_update()
+    );
+    let row = tx
+        .query_opt(&sql, &[bank_code.as_str().into()])?
+        .ok_or(BankingError::BankNotFound)?;
+    let before = policy_from(&row)?;
+    if !before.legacy_enabled {
+        return Ok(false);
+    }
+    let mut after = before.clone();
+    after.legacy_enabled = false;
+    after.version = before.version + 1;
+    after.updated_at_ms = now_ms;
+    write_policy(tx, &after, false)?;
+    kinko_audit::append(
+        tx,
+        now_ms,
+        &AuditEntry {
+            actor: Actor::System,
+            action: "bank.legacy_switched_off",
+            subject_kind: "bank",
+            subject_id: bank_code.as_str(),
+            reason: rule,
+            detail: serde_json::json!({ "rule": rule, "evidence": detail, "after": after }),
+        },
+    )?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

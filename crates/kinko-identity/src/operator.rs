@@ -191,6 +191,8 @@ pub enum Permission {
     ReadAuditLog,
     /// Open, review and decide fraud and compensation cases.
     ReviewCases,
+    /// See the links, charges, alerts and fraud reports on one bank's accounts.
+    ViewBankActivity { bank_code: String },
 }
 
 impl Permission {
@@ -203,6 +205,7 @@ impl Permission {
             Permission::ReadUnmaskedContacts => "read_unmasked_contacts",
             Permission::ReadAuditLog => "read_audit_log",
             Permission::ReviewCases => "review_cases",
+            Permission::ViewBankActivity { .. } => "view_bank_activity",
         }
     }
 }
@@ -248,11 +251,12 @@ impl Role {
     pub fn can(&self, permission: Permission) -> bool {
         match (self, permission) {
             (Role::Admin, _) => true,
-            (Role::Analyst, Permission::ReviewCases) => true,
+            (Role::Analyst, Permission::ReviewCases | Permission::ViewBankActivity { .. }) => true,
             (Role::Support, Permission::ReadUserData) => true,
-            (Role::BankPartner { bank_code: own }, Permission::ManageBanks { bank_code }) => {
-                valid_bank_code(own) && *own == bank_code
-            }
+            (
+                Role::BankPartner { bank_code: own },
+                Permission::ManageBanks { bank_code } | Permission::ViewBankActivity { bank_code },
+            ) => valid_bank_code(own) && *own == bank_code,
             _ => false,
         }
     }

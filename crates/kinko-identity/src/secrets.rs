@@ -132,6 +132,9 @@ pub enum KeyOrigin {
 /// Seals and opens secrets under the server key. The key is zeroized on drop and never printed.
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// A separate key for [`SecretBox::keyed_hash`], derived from the server key so the two
+    /// uses never share key material.
+    hash_key: Zeroizing<[u8; KEY_BYTES]>,
     origin: KeyOrigin,
 }
 
@@ -184,10 +187,37 @@ impl SecretBox {
     }
 
     fn new(key: &[u8; KEY_BYTES], origin: KeyOrigin) -> Self {
+        use hmac::Mac as _;
+        let mut hash_key = Zeroizing::new([0u8; KEY_BYTES]);
+        // HMAC accepts a key of any length, so this cannot fail; a zero key is never used
+        // because `new_from_slice` on a 32-byte key always succeeds.
+        if let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
+            mac.update(b"kinko.keyed-hash.v1");
+            hash_key.copy_from_slice(&mac.finalize().into_bytes());
+        }
         Self {
             cipher: XChaCha20Poly1305::new(&(*key).into()),
+            hash_key,
             origin,
         }
+    }
+
+    /// A keyed hash (HMAC-SHA-256, lowercase hex) of `data` in `domain`: lets Kinko recognise
+    /// a value it must never store (a cash-card PIN, an account number) without keeping it,
+    /// and without anyone lacking the server key being able to brute-force the hash.
+    pub fn keyed_hash(&self, domain: &str, data: &[u8]) -> String {
+        use hmac::Mac as _;
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.hash_key[..]) else {
+            return String::new();
+        };
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     pub fn origin(&self) -> &KeyOrigin {
@@ -424,6 +454,23 @@ mod tests {
 
     fn secret_box() -> SecretBox {
         SecretBox::from_key_hex(KEY_HEX).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn a_keyed_hash_depends_on_the_key_the_domain_and_the_data() {
+        let one = secret_box();
+        let other = SecretBox::from_key_hex(
+            "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        let hash = one.keyed_hash("pin", b"1234");
+        assert_eq!(hash.len(), 64);
+        assert_eq!(hash, one.keyed_hash("pin", b"1234"), "deterministic");
+        assert_ne!(hash, other.keyed_hash("pin", b"1234"), "keyed");
+        assert_ne!(hash, one.keyed_hash("account", b"1234"), "domain-separated");
+        assert_ne!(hash, one.keyed_hash("pin", b"1235"));
+        // Domain and data are separated, so moving a byte across the boundary changes it.
+        assert_ne!(one.keyed_hash("ab", b"c"), one.keyed_hash("a", b"bc"));
     }
 
     #[test]

@@ -295,6 +295,28 @@ fn limit(decision: Decision) -> Result<(), IdentityError> {
     }
 }
 
+/// Tells a user something on their verified e-mail address (a link made or cut, a freeze):
+/// what other domains use to keep the user informed.
+pub fn tell_user(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    user_id: u128,
+    purpose: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), IdentityError> {
+    let user = user_by_id(tx, user_id)?.ok_or(IdentityError::NotFound)?;
+    send(
+        tx,
+        now_ms,
+        Channel::Email,
+        &user.email,
+        purpose,
+        subject,
+        body,
+    )
+}
+
 fn send(
     tx: &mut dyn Tx,
     now_ms: i64,

@@ -28,6 +28,10 @@ pub const SQLITE: &[Migration] = &[
         "0005_banking",
         include_str!("../migrations/sqlite/0005_banking.sql"),
     ),
+    (
+        "0006_bank_links",
+        include_str!("../migrations/sqlite/0006_bank_links.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -50,6 +54,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0005_banking",
         include_str!("../migrations/postgres/0005_banking.sql"),
+    ),
+    (
+        "0006_bank_links",
+        include_str!("../migrations/postgres/0006_bank_links.sql"),
     ),
 ];
 

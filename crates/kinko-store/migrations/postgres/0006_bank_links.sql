@@ -1,0 +1,94 @@
+-- Bank links (issue 4): Kinko's registration at each bank, link attempts in flight, the links
+-- themselves, the fenced-in legacy method's attempts, alerts for operators and banks, and the
+-- banks' webhook events already handled.
+
+-- Kinko's own client key (ES256) for private_key_jwt, sealed with the secret box; one row.
+CREATE TABLE bank_client_keys (
+    id BIGINT PRIMARY KEY NOT NULL CHECK (id = 1),
+    sealed_key BYTEA NOT NULL,
+    created_at BIGINT NOT NULL
+);
+-- Kinko's client id at each bank issuer (a real bank assigns it out of band).
+CREATE TABLE bank_clients (
+    issuer TEXT PRIMARY KEY NOT NULL,
+    client_id TEXT NOT NULL,
+    registered_at BIGINT NOT NULL
+);
+-- One row per authorization started: the PKCE verifier and the DPoP key stay here, sealed,
+-- and the state is stored hashed. Single use, short-lived.
+CREATE TABLE bank_link_attempts (
+    state_hash TEXT PRIMARY KEY NOT NULL,
+    user_id UUID NOT NULL REFERENCES identity_users (id),
+    bank_code TEXT NOT NULL,
+    sealed_verifier BYTEA NOT NULL,
+    sealed_dpop_key BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX bank_link_attempts_user ON bank_link_attempts (user_id, created_at);
+CREATE TABLE bank_links (
+    id UUID PRIMARY KEY NOT NULL,
+    user_id UUID NOT NULL REFERENCES identity_users (id),
+    bank_code TEXT NOT NULL,
+    -- The bank's pairwise account reference: one wallet per bank account.
+    account_ref TEXT NOT NULL,
+    account_label TEXT NOT NULL,
+    method TEXT NOT NULL CHECK (method IN ('oauth', 'legacy')),
+    -- The bank's id of the consent (oauth only).
+    bank_link_id TEXT,
+    status TEXT NOT NULL CHECK (status IN ('active', 'unlinked', 'revoked_by_bank', 'cut_for_fraud', 'refused')),
+    sealed_refresh_token BYTEA,
+    sealed_dpop_key BYTEA,
+    created_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    end_reason TEXT
+);
+CREATE UNIQUE INDEX bank_links_one_wallet_per_account ON bank_links (bank_code, account_ref)
+    WHERE status = 'active';
+CREATE INDEX bank_links_user ON bank_links (user_id, created_at);
+CREATE INDEX bank_links_bank ON bank_links (bank_code, created_at);
+CREATE INDEX bank_links_bank_link_id ON bank_links (bank_link_id);
+-- Legacy attempts: never the PIN, only keyed hashes (HMAC under the secret box's key) of
+-- the account and of the PIN value, so the detector can see one PIN sprayed on many accounts.
+CREATE TABLE bank_legacy_attempts (
+    id UUID PRIMARY KEY NOT NULL,
+    bank_code TEXT NOT NULL,
+    account_key TEXT NOT NULL,
+    pin_key TEXT NOT NULL,
+    user_id UUID NOT NULL,
+    ip TEXT NOT NULL,
+    device TEXT NOT NULL,
+    matched BIGINT NOT NULL CHECK (matched IN (0, 1)),
+    at BIGINT NOT NULL
+);
+CREATE INDEX bank_legacy_attempts_bank ON bank_legacy_attempts (bank_code, at);
+CREATE INDEX bank_legacy_attempts_user ON bank_legacy_attempts (user_id, at);
+CREATE INDEX bank_legacy_attempts_ip ON bank_legacy_attempts (ip, at);
+CREATE INDEX bank_legacy_attempts_device ON bank_legacy_attempts (device, at);
+-- A wallet with failures on two distinct accounts tries the legacy method no more until an
+-- operator reviews it.
+CREATE TABLE bank_legacy_blocks (
+    user_id UUID PRIMARY KEY NOT NULL,
+    blocked_at BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+-- What operators and the bank must look at: a detector firing, a fraud report.
+CREATE TABLE bank_alerts (
+    id UUID PRIMARY KEY NOT NULL,
+    bank_code TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    user_id UUID,
+    link_id UUID,
+    detail TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX bank_alerts_bank ON bank_alerts (bank_code, created_at);
+-- Webhook events handled (by the bank's event id): a retry is answered, not redone.
+CREATE TABLE bank_webhook_events (
+    jti TEXT PRIMARY KEY NOT NULL,
+    issuer TEXT NOT NULL,
+    event TEXT NOT NULL,
+    received_at BIGINT NOT NULL
+);
