@@ -1284,6 +1284,107 @@ impl LinkService {
     }
 }
 
+/// Kinko's client key for `private_key_jwt`: made once, kept sealed in the store, so a
+/// restart keeps the same identity at every bank.
+pub fn client_key(identity: &IdentityService) -> Result<SigningKey, LinkError> {
+    let now_ms = i64::try_from(identity.clock().now_ms()).unwrap_or(i64::MAX);
+    let associated = b"bank_client_key:1";
+    let database = identity.database();
+    let sealed = database.transaction(|tx: &mut dyn Tx| {
+        tx.query_opt("SELECT sealed_key FROM bank_client_keys WHERE id = 1", &[])?
+            .map(|row| row.bytes(0))
+            .transpose()
+    })?;
+    if let Some(sealed) = sealed {
+        let bytes = identity
+            .secret_box()
+            .open(&sealed, associated)
+            .map_err(internal)?;
+        return SigningKey::from_slice(&bytes).map_err(internal);
+    }
+    let key = jws::generate_key().map_err(internal)?;
+    let sealed = identity
+        .secret_box()
+        .seal(&key.to_bytes(), associated)
+        .map_err(internal)?;
+    database.transaction(|tx: &mut dyn Tx| {
+        // Two servers starting at once: the first key stored wins, the other reads it back.
+        let existing = tx.query_opt("SELECT id FROM bank_client_keys WHERE id = 1", &[])?;
+        if existing.is_none() {
+            tx.execute(
+                "INSERT INTO bank_client_keys (id, sealed_key, created_at) VALUES (1, $1, $2)",
+                &[Value::Bytes(sealed.clone()), now_ms.into()],
+            )?;
+        }
+        Ok::<_, StoreError>(())
+    })?;
+    client_key_stored(identity)
+}
+
+fn client_key_stored(identity: &IdentityService) -> Result<SigningKey, LinkError> {
+    let sealed = identity.database().transaction(|tx: &mut dyn Tx| {
+        tx.query_one("SELECT sealed_key FROM bank_client_keys WHERE id = 1", &[])?
+            .bytes(0)
+    })?;
+    let bytes = identity
+        .secret_box()
+        .open(&sealed, b"bank_client_key:1")
+        .map_err(internal)?;
+    SigningKey::from_slice(&bytes).map_err(internal)
+}
+
+/// Connects to a sandbox bank hosting every partner bank: discovers it, registers Kinko with
+/// its redirect and webhook URLs under `public_url`, and answers the directory.
+pub fn connect_sandbox(
+    identity: &IdentityService,
+    issuer: &str,
+    public_url: &str,
+) -> Result<(BankDirectory, String), LinkError> {
+    let public_url = public_url.trim_end_matches('/');
+    let redirect_uri = format!("{public_url}/api/v1/bank-links/callback");
+    let webhook_url = format!("{public_url}/api/v1/bank-webhooks");
+    let key = client_key(identity)?;
+    let agent = crate::client::agent();
+    let endpoints = crate::client::discover(&agent, issuer).map_err(|error| {
+        tracing::error!(error = %error, issuer, "cannot discover the sandbox bank");
+        LinkError::BankUnavailable
+    })?;
+    let client_id = crate::client::register_at_sandbox(
+        &agent,
+        &endpoints.issuer,
+        "Kinko",
+        &key,
+        &redirect_uri,
+        &webhook_url,
+    )
+    .map_err(|error| {
+        tracing::error!(error = %error, issuer, "cannot register at the sandbox bank");
+        LinkError::BankUnavailable
+    })?;
+    let now_ms = i64::try_from(identity.clock().now_ms()).unwrap_or(i64::MAX);
+    identity.database().transaction(|tx: &mut dyn Tx| {
+        tx.execute(
+            "DELETE FROM bank_clients WHERE issuer = $1",
+            &[endpoints.issuer.as_str().into()],
+        )?;
+        tx.execute(
+            "INSERT INTO bank_clients (issuer, client_id, registered_at) VALUES ($1, $2, $3)",
+            &[
+                endpoints.issuer.as_str().into(),
+                client_id.as_str().into(),
+                now_ms.into(),
+            ],
+        )
+    })?;
+    let codes = identity
+        .database()
+        .transaction(|tx: &mut dyn Tx| registry::list_banks(tx))?
+        .into_iter()
+        .map(|bank| bank.code.as_str().to_owned());
+    let client = Arc::new(BankClient::new(agent, client_id, key, endpoints));
+    Ok((BankDirectory::serving(codes, client), redirect_uri))
+}
+
 /// The wallet holding an active link on this bank account, if any (row-locked).
 fn active_link_on(
     tx: &mut dyn Tx,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use kinko_banking::links::{BankDirectory, LinkService};
 use kinko_core::{Clock, SystemClock};
 use kinko_identity::kyc::SandboxKycProvider;
 use kinko_identity::notify::{self, Environment, GatewayConfig, Gateways};
@@ -111,12 +112,15 @@ pub fn serve(
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
-        on_listening(listener.local_addr()?);
+        let bound = listener.local_addr()?;
+        let links = connect_banks(Arc::clone(&identity), bound).await?;
+        on_listening(bound);
         let app = kinko_web::app(kinko_web::AppState {
             ledger: Arc::clone(&ledger),
             metrics,
             store_kind: location.kind(),
             identity,
+            links,
             sandbox,
         });
         axum::serve(
@@ -136,6 +140,47 @@ pub fn serve(
         Ledger::shutdown(ledger);
     }
     Ok(())
+}
+
+/// The partner banks' endpoint: `KINKO_BANK_SANDBOX_URL` names a sandbox bank that hosts them
+/// all (development, tests, the demo, the drill). Kinko registers there with its redirect and
+/// webhook URLs under `KINKO_PUBLIC_URL` (default: the address it listens on). Without it,
+/// link attempts answer `BANK_UNAVAILABLE`.
+async fn connect_banks(
+    identity: Arc<IdentityService>,
+    bound: SocketAddr,
+) -> anyhow::Result<Arc<LinkService>> {
+    let public_url =
+        std::env::var("KINKO_PUBLIC_URL").unwrap_or_else(|_| format!("http://{bound}"));
+    let Ok(sandbox_url) = std::env::var("KINKO_BANK_SANDBOX_URL") else {
+        let redirect_uri = format!("{public_url}/api/v1/bank-links/callback");
+        return Ok(Arc::new(LinkService::new(
+            identity,
+            BankDirectory::default(),
+            redirect_uri,
+        )));
+    };
+    // The sandbox may still be starting: a few tries, then a clear error.
+    let mut last_error = String::new();
+    for _ in 0..20 {
+        let service = Arc::clone(&identity);
+        let url = sandbox_url.clone();
+        let public = public_url.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            kinko_banking::links::connect_sandbox(&service, &url, &public)
+        })
+        .await
+        .context("connecting to the sandbox bank")?;
+        match outcome {
+            Ok((banks, redirect_uri)) => {
+                tracing::info!(sandbox = %sandbox_url, "partner banks served by the sandbox bank");
+                return Ok(Arc::new(LinkService::new(identity, banks, redirect_uri)));
+            }
+            Err(error) => last_error = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("cannot reach the sandbox bank at {sandbox_url}: {last_error}")
 }
 
 /// The identity defaults, with the ⟨configurable⟩ numbers of THREATS.md read from the

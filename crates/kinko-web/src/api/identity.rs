@@ -78,7 +78,7 @@ fn identity(state: &AppState) -> Arc<IdentityService> {
     Arc::clone(&state.identity)
 }
 
-fn source(headers: &HeaderMap, address: SocketAddr) -> Source {
+pub(crate) fn source(headers: &HeaderMap, address: SocketAddr) -> Source {
     let header_text = |name: &str| {
         headers
             .get(name)

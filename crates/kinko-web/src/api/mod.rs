@@ -14,6 +14,7 @@ use crate::problem::Problem;
 
 pub mod banks;
 pub mod identity;
+pub mod links;
 pub mod operator;
 pub mod passkey;
 
@@ -49,6 +50,14 @@ pub mod passkey;
         identity::sandbox_outbox,
         banks::list_banks,
         banks::change_policy,
+        links::start_link,
+        links::complete_link,
+        links::list_links,
+        links::unlink,
+        links::legacy_link,
+        links::webhook,
+        links::bank_links,
+        links::bank_alerts,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -70,6 +79,7 @@ pub fn router(sandbox: bool) -> Router<AppState> {
         .route("/openapi.json", get(openapi))
         .merge(identity::router())
         .merge(banks::router())
+        .merge(links::router())
         .merge(passkey::router())
         .merge(operator::router());
     if sandbox {
