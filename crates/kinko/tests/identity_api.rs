@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{HttpResponse, Server, http_with, json_of, totp_code};
+use support::{HttpResponse, PASSWORD, Server, http_with, json_of, totp_code};
 
 fn start(backend: &str) -> Server {
     Server::start(backend, &[])
@@ -33,95 +33,7 @@ impl Server {
             &[("X-Kinko-Device", device)],
         )
     }
-
-    /// Signs up and verifies both contacts; returns the user id.
-    fn active_user(&self, email: &str, phone: &str) -> String {
-        let response = self.call(
-            "POST",
-            "/api/v1/signup",
-            Some(json!({ "email": email, "password": PASSWORD, "phone": phone })),
-            None,
-        );
-        assert_eq!(response.status, 202, "{}", response.body);
-        let user_id = json_of(&response)["user_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let email_code = self.code_sent(email, "verify_email");
-        // Codes go to the normalised number (E.164), whatever form was typed.
-        let digits: String = phone
-            .chars()
-            .filter(|c| c.is_ascii_digit() || *c == '+')
-            .collect();
-        let e164 = match digits.strip_prefix('0') {
-            Some(rest) => format!("+81{rest}"),
-            None => digits,
-        };
-        let phone_code = self.code_sent(&e164, "verify_phone");
-        let verified = self.call(
-            "POST",
-            &format!("/api/v1/signup/{user_id}/verify"),
-            Some(json!({ "channel": "email", "code": email_code })),
-            None,
-        );
-        assert_eq!(verified.status, 200, "{}", verified.body);
-        let verified = self.call(
-            "POST",
-            &format!("/api/v1/signup/{user_id}/verify"),
-            Some(json!({ "channel": "sms", "code": phone_code })),
-            None,
-        );
-        assert_eq!(verified.status, 200, "{}", verified.body);
-        assert_eq!(json_of(&verified)["status"], "active");
-        user_id
-    }
-
-    fn log_in(&self, email: &str, password: &str) -> HttpResponse {
-        self.call(
-            "POST",
-            "/api/v1/sessions",
-            Some(json!({ "email": email, "password": password })),
-            None,
-        )
-    }
-
-    fn token(&self, email: &str) -> String {
-        let response = self.log_in(email, PASSWORD);
-        assert_eq!(response.status, 201, "{}", response.body);
-        json_of(&response)["token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// Sets up TOTP; returns the secret and the rotated session token.
-    fn enrol_totp(&self, token: &str) -> (String, String) {
-        let enrolment = self.call("POST", "/api/v1/me/totp", None, Some(token));
-        assert_eq!(enrolment.status, 200, "{}", enrolment.body);
-        let secret = json_of(&enrolment)["secret_base32"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let confirmed = self.call(
-            "POST",
-            "/api/v1/me/totp/confirm",
-            Some(json!({ "code": totp_code(&secret, 0) })),
-            Some(token),
-        );
-        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
-        let body = json_of(&confirmed);
-        assert_eq!(body["recovery_codes"].as_array().map(Vec::len), Some(10));
-        (
-            secret,
-            body["session"]["token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-    }
 }
-
-const PASSWORD: &str = "correct horse battery staple 金庫";
 
 macro_rules! both {
     ($($name:ident),+ $(,)?) => {

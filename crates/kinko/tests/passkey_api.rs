@@ -10,7 +10,7 @@ mod support;
 
 use kinko_identity::passkey::{CreationChallengeResponse, RequestChallengeResponse, Url};
 use serde_json::{Value, json};
-use support::{HttpResponse, Server, json_of, totp_code};
+use support::{HttpResponse, Server, json_of};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
@@ -20,7 +20,6 @@ const ORIGIN: &str = "http://localhost:8080";
 /// A page on another port of the same host: the browser would sign for it, the server must not
 /// accept it.
 const OTHER_ORIGIN: &str = "http://localhost:9999";
-const PASSWORD: &str = "correct horse battery staple 金庫";
 
 fn start(backend: &str) -> Server {
     Server::start(
@@ -43,54 +42,8 @@ fn url(origin: &str) -> Url {
 impl Server {
     /// Signs up with both contacts verified; returns a session token.
     fn signed_in_user(&self, email: &str, phone_e164: &str) -> String {
-        let response = self.call(
-            "POST",
-            "/api/v1/signup",
-            Some(json!({ "email": email, "password": PASSWORD, "phone": phone_e164 })),
-            None,
-        );
-        assert_eq!(response.status, 202, "{}", response.body);
-        let user_id = text(&json_of(&response)["user_id"]);
-        for (channel, destination, purpose) in [
-            ("email", email, "verify_email"),
-            ("sms", phone_e164, "verify_phone"),
-        ] {
-            let code = self.code_sent(destination, purpose);
-            let verified = self.call(
-                "POST",
-                &format!("/api/v1/signup/{user_id}/verify"),
-                Some(json!({ "channel": channel, "code": code })),
-                None,
-            );
-            assert_eq!(verified.status, 200, "{}", verified.body);
-        }
-        self.log_in(email)
-    }
-
-    fn log_in(&self, email: &str) -> String {
-        let response = self.call(
-            "POST",
-            "/api/v1/sessions",
-            Some(json!({ "email": email, "password": PASSWORD })),
-            None,
-        );
-        assert_eq!(response.status, 201, "{}", response.body);
-        text(&json_of(&response)["token"])
-    }
-
-    /// Sets up TOTP; returns the rotated token (its second factor just passed).
-    fn enrol_totp(&self, token: &str) -> String {
-        let enrolment = self.call("POST", "/api/v1/me/totp", None, Some(token));
-        assert_eq!(enrolment.status, 200, "{}", enrolment.body);
-        let secret = text(&json_of(&enrolment)["secret_base32"]);
-        let confirmed = self.call(
-            "POST",
-            "/api/v1/me/totp/confirm",
-            Some(json!({ "code": totp_code(&secret, 0) })),
-            Some(token),
-        );
-        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
-        text(&json_of(&confirmed)["session"]["token"])
+        self.active_user(email, phone_e164);
+        self.token(email)
     }
 
     /// Registers a passkey from `authenticator`; returns its id.
@@ -183,7 +136,7 @@ fn a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user(backend: &str
     let server = start(backend);
     let alice_email = "alice@example.jp";
     let first = server.signed_in_user(alice_email, "+819011112222");
-    let fresh = server.enrol_totp(&first);
+    let fresh = server.enrol_totp(&first).1;
 
     // Registration, with the TOTP factor just passed.
     let mut alice_key = SoftPasskey::new(true);
@@ -212,7 +165,7 @@ fn a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user(backend: &str
 
     // A new sign-in has not passed a second factor: money waits for a step-up, and a second
     // passkey cannot be added from it either.
-    let stale = server.log_in(alice_email);
+    let stale = server.token(alice_email);
     assert!(
         server
             .gate_reasons(&stale)
