@@ -11,159 +11,16 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Child, Stdio};
-
 use serde_json::{Value, json};
-use support::{HttpResponse, TEST_SECRET_KEY, fresh_store, http_with, kinko, spawn_server};
+use support::{
+    Enrolled, HttpResponse, OPERATOR_PASSWORD, Server, away_from_hour_boundary, encode, json_of,
+    kinko, text_of, totp_code, wrong_code,
+};
 
-const PASSWORD: &str = "correct horse battery staple 金庫";
-const OPERATOR_PASSWORD: &str = "tsuki-no-usagi mochi 2026";
 const REASON: &str = "ticket 4711: user asks why their payment failed";
 
-struct Server {
-    child: Child,
-    address: String,
-    store: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
-    }
-}
-
-/// An operator's id, sign-in name and the secret their authenticator app holds.
-struct Enrolled {
-    operator_id: String,
-    email: String,
-    secret_base32: String,
-}
-
-/// A fresh store with one admin made by the CLI, and a server on it.
 fn start_with_admin(backend: &str) -> (Server, Enrolled) {
-    let (store, dir) = fresh_store(backend);
-    let admin = create_operator_with_cli(&store, "root@kinko.example", "admin");
-    let (child, address) = spawn_server("serve", &store);
-    (
-        Server {
-            child,
-            address,
-            store,
-            _dir: dir,
-        },
-        admin,
-    )
-}
-
-/// `kinko admin create-operator`, with the password on standard input and the same key the
-/// test servers use (`KINKO_SECRET_KEY`), so the server can open the sealed TOTP secret.
-fn create_operator_with_cli(store: &[String], email: &str, role: &str) -> Enrolled {
-    let mut child = kinko()
-        .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
-        .args(["admin", "create-operator", "--email", email, "--role", role])
-        .args(store)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("spawn: {error}"));
-    child
-        .stdin
-        .take()
-        .unwrap_or_else(|| panic!("no stdin"))
-        .write_all(format!("{OPERATOR_PASSWORD}\n").as_bytes())
-        .unwrap_or_else(|error| panic!("{error}"));
-    let output = child
-        .wait_with_output()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let secret_base32 = stdout
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("secret (base32): "))
-        .unwrap_or_else(|| panic!("no base32 secret in {stdout}"))
-        .to_owned();
-    let operator_id = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("operator ")?.split_once(" created"))
-        .map(|(id, _)| id.to_owned())
-        .unwrap_or_else(|| panic!("no operator id in {stdout}"));
-    Enrolled {
-        operator_id,
-        email: email.to_owned(),
-        secret_base32,
-    }
-}
-
-fn json_of(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body)
-        .unwrap_or_else(|error| panic!("not JSON ({error}): {} {}", response.status, response.body))
-}
-
-fn text_of(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-        .to_owned()
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default()
-}
-
-/// The code an authenticator app shows `steps_ahead` 30-second steps from now. The server
-/// accepts one step either way and each step once: a second sign-in within the same step uses
-/// the next step's code.
-fn totp_code(secret_base32: &str, steps_ahead: u64) -> String {
-    let secret =
-        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
-    let totp = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .unwrap_or_else(|error| panic!("{error}"));
-    totp.generate(now_s() + steps_ahead * 30).to_string()
-}
-
-/// A 6-digit code that is none of the codes the server would accept around now.
-fn wrong_code(secret_base32: &str) -> String {
-    let secret =
-        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
-    let totp = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let now_s = now_s();
-    let near: Vec<String> = (0..5)
-        .map(|step| {
-            totp.generate((now_s + step * 30).saturating_sub(60))
-                .to_string()
-        })
-        .collect();
-    (0..10u32)
-        .map(|digit| digit.to_string().repeat(6))
-        .find(|candidate| !near.contains(candidate))
-        .unwrap_or_else(|| panic!("ten codes cannot all be near"))
+    Server::start_with_admin(backend, &[])
 }
 
 macro_rules! both {
@@ -181,92 +38,7 @@ both!(
     sign_in_is_rate_limited_per_address_and_per_source,
     a_bank_switches_its_own_linking_off_in_one_request,
 );
-
 impl Server {
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        token: Option<&str>,
-    ) -> HttpResponse {
-        let body = body.map(|value| value.to_string());
-        let bearer = token.map(|token| format!("Bearer {token}"));
-        let mut headers = Vec::new();
-        if let Some(bearer) = &bearer {
-            headers.push(("Authorization", bearer.as_str()));
-        }
-        http_with(&self.address, method, path, body.as_deref(), &headers)
-    }
-
-    fn assert_problem(&self, response: &HttpResponse, status: u16, code: &str) {
-        assert_eq!(response.status, status, "{}", response.body);
-        assert_eq!(
-            response.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            response.body
-        );
-        assert_eq!(json_of(response)["code"], code, "{}", response.body);
-    }
-
-    fn sign_in_with(&self, email: &str, password: &str, totp_code: &str) -> HttpResponse {
-        self.call(
-            "POST",
-            "/api/v1/operator/sessions",
-            Some(json!({ "email": email, "password": password, "totp_code": totp_code })),
-            None,
-        )
-    }
-
-    /// Signs `operator` in with the code `steps_ahead` steps from now; returns the token.
-    fn operator_token(&self, operator: &Enrolled, steps_ahead: u64) -> String {
-        let response = self.sign_in_with(
-            &operator.email,
-            OPERATOR_PASSWORD,
-            &totp_code(&operator.secret_base32, steps_ahead),
-        );
-        assert_eq!(response.status, 201, "{}", response.body);
-        let token = text_of(&json_of(&response)["token"]);
-        assert!(token.starts_with("kinko_o_"), "{token}");
-        token
-    }
-
-    /// An admin creates an operator through the API; returns its enrolment.
-    fn create_operator(
-        &self,
-        admin_token: &str,
-        email: &str,
-        role: &str,
-        bank_code: Option<&str>,
-    ) -> Enrolled {
-        let response = self.call(
-            "POST",
-            "/api/v1/operator/operators",
-            Some(json!({
-                "email": email,
-                "role": role,
-                "bank_code": bank_code,
-                "password": OPERATOR_PASSWORD,
-                "reason": "new hire, onboarding ticket 12",
-            })),
-            Some(admin_token),
-        );
-        assert_eq!(response.status, 201, "{}", response.body);
-        let body = json_of(&response);
-        assert_eq!(body["operator"]["role"], role, "{body}");
-        assert!(
-            text_of(&body["otpauth_url"]).starts_with("otpauth://totp/Kinko:"),
-            "{body}"
-        );
-        Enrolled {
-            operator_id: text_of(&body["operator"]["operator_id"]),
-            // As stored: trimmed and lower-cased.
-            email: text_of(&body["operator"]["email"]),
-            secret_base32: text_of(&body["secret_base32"]),
-        }
-    }
-
     fn read_user(&self, token: &str, user_id: &str, reason: Option<&str>) -> HttpResponse {
         let query = reason
             .map(|reason| format!("?reason={}", encode(reason)))
@@ -313,68 +85,7 @@ impl Server {
             }
         }
     }
-
-    /// The newest 8-digit code sent to `destination` for `purpose` (sandbox outbox).
-    fn code_sent(&self, destination: &str, purpose: &str) -> String {
-        let response = self.call(
-            "GET",
-            &format!("/api/v1/sandbox/outbox?destination={}", encode(destination)),
-            None,
-            None,
-        );
-        assert_eq!(response.status, 200, "{}", response.body);
-        let messages = json_of(&response);
-        let body = messages
-            .as_array()
-            .and_then(|messages| {
-                messages
-                    .iter()
-                    .find(|message| message["purpose"] == purpose)
-            })
-            .and_then(|message| message["body"].as_str())
-            .unwrap_or_else(|| panic!("no {purpose} message to {destination}: {messages}"))
-            .to_owned();
-        body.split(|c: char| !c.is_ascii_digit())
-            .find(|digits| digits.len() == 8)
-            .unwrap_or_else(|| panic!("no 8-digit code in {body}"))
-            .to_owned()
-    }
-
-    /// Signs a wallet user up with both contacts verified and signs them in once; returns the
-    /// user id and the wallet session token.
-    fn wallet_user(&self, email: &str, phone_e164: &str) -> (String, String) {
-        let response = self.call(
-            "POST",
-            "/api/v1/signup",
-            Some(json!({ "email": email, "password": PASSWORD, "phone": phone_e164 })),
-            None,
-        );
-        assert_eq!(response.status, 202, "{}", response.body);
-        let user_id = text_of(&json_of(&response)["user_id"]);
-        for (channel, destination, purpose) in [
-            ("email", email, "verify_email"),
-            ("sms", phone_e164, "verify_phone"),
-        ] {
-            let code = self.code_sent(destination, purpose);
-            let verified = self.call(
-                "POST",
-                &format!("/api/v1/signup/{user_id}/verify"),
-                Some(json!({ "channel": channel, "code": code })),
-                None,
-            );
-            assert_eq!(verified.status, 200, "{}", verified.body);
-        }
-        let signed_in = self.call(
-            "POST",
-            "/api/v1/sessions",
-            Some(json!({ "email": email, "password": PASSWORD })),
-            None,
-        );
-        assert_eq!(signed_in.status, 201, "{}", signed_in.body);
-        (user_id, text_of(&json_of(&signed_in)["token"]))
-    }
 }
-
 fn sign_in_needs_password_and_a_fresh_totp_code(backend: &str) {
     let (server, admin) = start_with_admin(backend);
 
@@ -800,10 +511,7 @@ fn analysts_and_bank_partners_cannot_read_user_data(backend: &str) {
 
 fn sign_in_is_rate_limited_per_address_and_per_source(backend: &str) {
     // The limits count in fixed one-hour windows: do not start right before one turns.
-    let into_hour_s = now_s() % 3_600;
-    if into_hour_s > 3_600 - 30 {
-        std::thread::sleep(std::time::Duration::from_secs(3_600 - into_hour_s + 1));
-    }
+    away_from_hour_boundary(30);
     let (server, admin) = start_with_admin(backend);
     let attempt = |email: &str| {
         server.sign_in_with(

@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use serde_json::json;
+
 /// `kinko` store arguments for a fresh store of `backend`, and the temp dir to keep alive.
 pub fn fresh_store(backend: &str) -> (Vec<String>, Option<tempfile::TempDir>) {
     match backend {
@@ -267,7 +269,7 @@ impl Server {
         let response = self.call(
             "POST",
             "/api/v1/signup",
-            Some(serde_json::json!({ "email": email, "password": PASSWORD, "phone": phone })),
+            Some(json!({ "email": email, "password": PASSWORD, "phone": phone })),
             None,
         );
         assert_eq!(response.status, 202, "{}", response.body);
@@ -289,14 +291,14 @@ impl Server {
         let verified = self.call(
             "POST",
             &format!("/api/v1/signup/{user_id}/verify"),
-            Some(serde_json::json!({ "channel": "email", "code": email_code })),
+            Some(json!({ "channel": "email", "code": email_code })),
             None,
         );
         assert_eq!(verified.status, 200, "{}", verified.body);
         let verified = self.call(
             "POST",
             &format!("/api/v1/signup/{user_id}/verify"),
-            Some(serde_json::json!({ "channel": "sms", "code": phone_code })),
+            Some(json!({ "channel": "sms", "code": phone_code })),
             None,
         );
         assert_eq!(verified.status, 200, "{}", verified.body);
@@ -308,7 +310,7 @@ impl Server {
         self.call(
             "POST",
             "/api/v1/sessions",
-            Some(serde_json::json!({ "email": email, "password": password })),
+            Some(json!({ "email": email, "password": password })),
             None,
         )
     }
@@ -333,7 +335,7 @@ impl Server {
         let confirmed = self.call(
             "POST",
             "/api/v1/me/totp/confirm",
-            Some(serde_json::json!({ "code": totp_code(&secret, 0) })),
+            Some(json!({ "code": totp_code(&secret, 0) })),
             Some(token),
         );
         assert_eq!(confirmed.status, 200, "{}", confirmed.body);
@@ -391,5 +393,200 @@ pub fn away_from_hour_boundary(margin_s: u64) {
     let left_s = 3_600 - now_s % 3_600;
     if left_s <= margin_s {
         std::thread::sleep(std::time::Duration::from_secs(left_s + 1));
+    }
+}
+
+/// The password every test operator uses.
+pub const OPERATOR_PASSWORD: &str = "tsuki-no-usagi mochi 2026";
+
+/// An operator's id, sign-in name and the secret their authenticator app holds.
+pub struct Enrolled {
+    pub operator_id: String,
+    pub email: String,
+    pub secret_base32: String,
+}
+
+/// `kinko admin create-operator`, with the password on standard input and the same key the
+/// test servers use (`KINKO_SECRET_KEY`), so the server can open the sealed TOTP secret.
+pub fn create_operator_with_cli(store: &[String], email: &str, role: &str) -> Enrolled {
+    let mut child = kinko()
+        .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
+        .args(["admin", "create-operator", "--email", email, "--role", role])
+        .args(store)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("spawn: {error}"));
+    child
+        .stdin
+        .take()
+        .unwrap_or_else(|| panic!("no stdin"))
+        .write_all(format!("{OPERATOR_PASSWORD}\n").as_bytes())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let secret_base32 = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("secret (base32): "))
+        .unwrap_or_else(|| panic!("no base32 secret in {stdout}"))
+        .to_owned();
+    let operator_id = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("operator ")?.split_once(" created"))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("no operator id in {stdout}"));
+    Enrolled {
+        operator_id,
+        email: email.to_owned(),
+        secret_base32,
+    }
+}
+
+/// A 6-digit code that is none of the codes the server would accept around now.
+pub fn wrong_code(secret_base32: &str) -> String {
+    let secret =
+        totp_rs::Secret::try_from_base32(secret_base32).unwrap_or_else(|error| panic!("{error:?}"));
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let near: Vec<String> = (0..5)
+        .map(|step| {
+            totp.generate((now_s + step * 30).saturating_sub(60))
+                .to_string()
+        })
+        .collect();
+    (0..10u32)
+        .map(|digit| digit.to_string().repeat(6))
+        .find(|candidate| !near.contains(candidate))
+        .unwrap_or_else(|| panic!("ten codes cannot all be near"))
+}
+
+pub fn text_of(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+        .to_owned()
+}
+
+/// Operator steps the API tests share.
+impl Server {
+    /// A fresh store with one admin made by the CLI, and a server on it.
+    pub fn start_with_admin(backend: &str, environment: &[(&str, &str)]) -> (Self, Enrolled) {
+        let (store, dir) = fresh_store(backend);
+        let admin = create_operator_with_cli(&store, "root@kinko.example", "admin");
+        let (child, address) = spawn_server_with("serve", &store, environment);
+        (
+            Self {
+                child,
+                address,
+                store,
+                _dir: dir,
+            },
+            admin,
+        )
+    }
+
+    pub fn sign_in_with(&self, email: &str, password: &str, totp_code: &str) -> HttpResponse {
+        self.call(
+            "POST",
+            "/api/v1/operator/sessions",
+            Some(json!({ "email": email, "password": password, "totp_code": totp_code })),
+            None,
+        )
+    }
+
+    /// Signs `operator` in with the code `steps_ahead` steps from now; returns the token.
+    pub fn operator_token(&self, operator: &Enrolled, steps_ahead: u64) -> String {
+        let response = self.sign_in_with(
+            &operator.email,
+            OPERATOR_PASSWORD,
+            &totp_code(&operator.secret_base32, steps_ahead),
+        );
+        assert_eq!(response.status, 201, "{}", response.body);
+        let token = text_of(&json_of(&response)["token"]);
+        assert!(token.starts_with("kinko_o_"), "{token}");
+        token
+    }
+
+    /// An admin creates an operator through the API; returns its enrolment.
+    pub fn create_operator(
+        &self,
+        admin_token: &str,
+        email: &str,
+        role: &str,
+        bank_code: Option<&str>,
+    ) -> Enrolled {
+        let response = self.call(
+            "POST",
+            "/api/v1/operator/operators",
+            Some(json!({
+                "email": email,
+                "role": role,
+                "bank_code": bank_code,
+                "password": OPERATOR_PASSWORD,
+                "reason": "new hire, onboarding ticket 12",
+            })),
+            Some(admin_token),
+        );
+        assert_eq!(response.status, 201, "{}", response.body);
+        let body = json_of(&response);
+        assert_eq!(body["operator"]["role"], role, "{body}");
+        assert!(
+            text_of(&body["otpauth_url"]).starts_with("otpauth://totp/Kinko:"),
+            "{body}"
+        );
+        Enrolled {
+            operator_id: text_of(&body["operator"]["operator_id"]),
+            // As stored: trimmed and lower-cased.
+            email: text_of(&body["operator"]["email"]),
+            secret_base32: text_of(&body["secret_base32"]),
+        }
+    }
+
+    /// Signs a wallet user up with both contacts verified and signs them in once; returns the
+    /// user id and the wallet session token.
+    pub fn wallet_user(&self, email: &str, phone_e164: &str) -> (String, String) {
+        let response = self.call(
+            "POST",
+            "/api/v1/signup",
+            Some(json!({ "email": email, "password": PASSWORD, "phone": phone_e164 })),
+            None,
+        );
+        assert_eq!(response.status, 202, "{}", response.body);
+        let user_id = text_of(&json_of(&response)["user_id"]);
+        for (channel, destination, purpose) in [
+            ("email", email, "verify_email"),
+            ("sms", phone_e164, "verify_phone"),
+        ] {
+            let code = self.code_sent(destination, purpose);
+            let verified = self.call(
+                "POST",
+                &format!("/api/v1/signup/{user_id}/verify"),
+                Some(json!({ "channel": channel, "code": code })),
+                None,
+            );
+            assert_eq!(verified.status, 200, "{}", verified.body);
+        }
+        let signed_in = self.call(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({ "email": email, "password": PASSWORD })),
+            None,
+        );
+        assert_eq!(signed_in.status, 201, "{}", signed_in.body);
+        (user_id, text_of(&json_of(&signed_in)["token"]))
     }
 }
