@@ -313,15 +313,13 @@ async fn token(
     }
 }
 
+/// `token_type_hint` (RFC 7009 §2.1) is only a hint: the bank looks the token up either way,
+/// so the field is accepted and not read.
 #[derive(Deserialize)]
 struct RevokeForm {
     client_assertion_type: String,
     client_assertion: String,
     token: String,
-    /// RFC 7009 §2.1: a hint only; the bank looks the token up either way.
-    #[serde(default)]
-    #[allow(dead_code)]
-    token_type_hint: Option<String>,
 }
 
 /// `POST /oauth/revoke` (RFC 7009): `200` whatever the token was, once the client is known.
