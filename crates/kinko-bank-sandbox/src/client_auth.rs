@@ -22,6 +22,8 @@ pub struct Client {
     pub name: String,
     pub jwk: Jwk,
     pub redirect_uris: Vec<String>,
+    /// Where the bank POSTs its signed events (section 9); none: the client gets none.
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,15 +51,16 @@ pub fn register(database: &Database, client: &Client) -> Result<(), StoreError> 
     let jwk = client.jwk.to_json().to_string();
     database.transaction(|tx: &mut dyn Tx| {
         tx.execute(
-            "INSERT INTO bank_oauth_clients (client_id, name, jwk, redirect_uris)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO bank_oauth_clients (client_id, name, jwk, redirect_uris, webhook_url)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (client_id) DO UPDATE
-             SET name = $2, jwk = $3, redirect_uris = $4",
+             SET name = $2, jwk = $3, redirect_uris = $4, webhook_url = $5",
             &[
                 client.client_id.as_str().into(),
                 client.name.as_str().into(),
                 jwk.as_str().into(),
                 redirect_uris.as_str().into(),
+                client.webhook_url.as_deref().into(),
             ],
         )?;
         Ok(())
@@ -66,21 +69,148 @@ pub fn register(database: &Database, client: &Client) -> Result<(), StoreError> 
 
 pub fn find(tx: &mut dyn Tx, client_id: &str) -> Result<Option<Client>, StoreError> {
     let Some(row) = tx.query_opt(
-        "SELECT client_id, name, jwk, redirect_uris FROM bank_oauth_clients WHERE client_id = $1",
+        "SELECT client_id, name, jwk, redirect_uris, webhook_url FROM bank_oauth_clients
+         WHERE client_id = $1",
         &[client_id.into()],
     )?
     else {
         return Ok(None);
     };
+    client_from_row(&row).map(Some)
+}
+
+fn client_from_row(row: &kinko_store::sql::Row) -> Result<Client, StoreError> {
     let unusable = |what: &str| StoreError::new(format!("bank_oauth_clients.{what} is unusable"));
     let jwk_json: Value = serde_json::from_str(&row.text(2)?).map_err(|_| unusable("jwk"))?;
-    Ok(Some(Client {
+    Ok(Client {
         client_id: row.text(0)?,
         name: row.text(1)?,
         jwk: Jwk::from_json(&jwk_json).map_err(|_| unusable("jwk"))?,
         redirect_uris: serde_json::from_str(&row.text(3)?)
             .map_err(|_| unusable("redirect_uris"))?,
-    }))
+        webhook_url: row.opt_text(4)?,
+    })
+}
+
+/// What `POST /sandbox/clients` takes (RFC 7591 names): a real bank registers its clients
+/// out of band; the sandbox lets a client do it itself.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ClientMetadata {
+    pub client_name: String,
+    pub jwks: JwkSet,
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct JwkSet {
+    pub keys: Vec<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("the client metadata is invalid: {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RegistrationError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistrationError::Invalid(_) => "BANK_CLIENT_METADATA_INVALID",
+            RegistrationError::Store(_) => "BANK_STORE_FAILED",
+        }
+    }
+}
+
+/// Bounds on what a client registers.
+pub const CLIENT_NAME_LENGTH_MAX: usize = 100;
+pub const REDIRECT_URIS_MAX: usize = 10;
+pub const URL_LENGTH_MAX: usize = 2_000;
+
+/// An absolute `https` URL, or `http` to this machine (the sandbox runs beside its clients),
+/// without a fragment or credentials.
+pub fn acceptable_url(url: &str) -> bool {
+    if url.len() > URL_LENGTH_MAX || url.contains('#') || url.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let authority = |rest: &str| -> Option<String> {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        Some(rest[..end].to_owned()).filter(|host| !host.is_empty() && !host.contains('@'))
+    };
+    if let Some(rest) = url.strip_prefix("https://") {
+        return authority(rest).is_some();
+    }
+    if let Some(rest) = url.strip_prefix("http://")
+        && let Some(host) = authority(rest)
+    {
+        let name = if host.starts_with('[') {
+            host.split(']').next().map(|inner| format!("{inner}]"))
+        } else {
+            host.split(':').next().map(str::to_owned)
+        };
+        return matches!(name.as_deref(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    }
+    false
+}
+
+/// Registers a client from its metadata. A key already registered keeps its client id; its
+/// name, redirect URIs and webhook URL are replaced. Answers the client id.
+pub fn register_metadata(
+    database: &Database,
+    metadata: &ClientMetadata,
+) -> Result<String, RegistrationError> {
+    let name = metadata.client_name.trim();
+    if name.is_empty()
+        || name.chars().count() > CLIENT_NAME_LENGTH_MAX
+        || name.chars().any(char::is_control)
+    {
+        return Err(RegistrationError::Invalid("client_name"));
+    }
+    let [key] = metadata.jwks.keys.as_slice() else {
+        return Err(RegistrationError::Invalid("jwks must hold exactly one key"));
+    };
+    let jwk = Jwk::from_json(key).map_err(|_| RegistrationError::Invalid("jwks"))?;
+    if metadata.redirect_uris.is_empty()
+        || metadata.redirect_uris.len() > REDIRECT_URIS_MAX
+        || !metadata.redirect_uris.iter().all(|uri| acceptable_url(uri))
+    {
+        return Err(RegistrationError::Invalid("redirect_uris"));
+    }
+    if let Some(url) = &metadata.webhook_url
+        && !acceptable_url(url)
+    {
+        return Err(RegistrationError::Invalid("webhook_url"));
+    }
+    let thumbprint = jwk.thumbprint();
+    let existing = database.transaction(|tx: &mut dyn Tx| {
+        let rows = tx.query(
+            "SELECT client_id, name, jwk, redirect_uris, webhook_url FROM bank_oauth_clients",
+            &[],
+        )?;
+        let mut found = None;
+        for row in &rows {
+            let client = client_from_row(row)?;
+            if client.jwk.thumbprint() == thumbprint {
+                found = Some(client.client_id);
+            }
+        }
+        Ok::<_, StoreError>(found)
+    })?;
+    let client_id = existing.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    register(
+        database,
+        &Client {
+            client_id: client_id.clone(),
+            name: name.to_owned(),
+            jwk,
+            redirect_uris: metadata.redirect_uris.clone(),
+            webhook_url: metadata.webhook_url.clone(),
+        },
+    )?;
+    Ok(client_id)
 }
 
 fn numeric_date_ms(claims: &Map<String, Value>, name: &str) -> Option<i64> {

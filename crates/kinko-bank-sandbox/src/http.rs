@@ -1,18 +1,20 @@
 //! The sandbox bank's HTTP face for the OAuth flow: server metadata (RFC 8414), the PAR
-//! endpoint, the authorization endpoint (which refuses anything but a pushed request), the
-//! token endpoint, one protected resource (`GET /v1/grant`) that shows what a DPoP-bound
+//! endpoint, the token endpoint (code and refresh grants), revocation (RFC 7009), the bank's
+//! published keys, one protected resource (`GET /v1/grant`) that shows what a DPoP-bound
 //! token allows, and the account resources: holder match, debits and credits with an
-//! `Idempotency-Key`, their lookup by key, and the legacy verify endpoint. Handlers parse, call one `Bank` function off the async threads
-//! (argon2 and the store block), and map the result; errors are JSON with the RFC error name
-//! and a stable code, and a 5xx says nothing of its cause.
+//! `Idempotency-Key`, their lookup by key, and the legacy verify endpoint; and the sandbox's
+//! own client registration. The pages (authorization, customer) are in `pages`. Handlers
+//! parse, call one `Bank` function off the async threads (argon2 and the store block), and
+//! map the result; errors are JSON with the RFC error name and a stable code, and a 5xx says
+//! nothing of its cause.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kinko_core::Clock;
@@ -20,10 +22,13 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::client_auth::ClientAuthError;
+use crate::client_auth::{ClientMetadata, RegistrationError};
 use crate::dpop::DpopError;
 use crate::holder::HolderMatchRequest;
 use crate::legacy::LegacyVerifyRequest;
-use crate::oauth::{AuthorizationRequest, Bank, OAuthError, ResourceGrant, SCOPES, TokenRequest};
+use crate::oauth::{
+    AuthorizationRequest, Bank, OAuthError, RefreshRequest, ResourceGrant, SCOPES, TokenRequest,
+};
 use crate::payments::{PaymentKind, PaymentRequest};
 use crate::resource::ResourceError;
 
@@ -37,7 +42,7 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
 }
@@ -47,8 +52,10 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/oauth/par", post(par))
-        .route("/oauth/authorize", get(authorization_page).post(authorize))
         .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/sandbox/clients", post(register_client))
         .route("/v1/grant", get(grant))
         .route("/v1/holder-match", post(holder_match))
         .route("/v1/debits", post(debit))
@@ -56,12 +63,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/debits/{key}", get(debit_by_key))
         .route("/v1/credits/{key}", get(credit_by_key))
         .route("/v1/legacy/verify", post(legacy_verify))
+        .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(BODY_LENGTH_MAX_BYTES))
         .with_state(state)
 }
 
 /// An error answer: the standard name, the stable code, a fitting status.
-struct ErrorResponse {
+pub(crate) struct ErrorResponse {
     status: StatusCode,
     error: &'static str,
     code: &'static str,
@@ -88,7 +96,7 @@ impl IntoResponse for ErrorResponse {
     }
 }
 
-fn refusal(error: &OAuthError, at_resource: bool) -> ErrorResponse {
+pub(crate) fn refusal(error: &OAuthError, at_resource: bool) -> ErrorResponse {
     let status = match error {
         OAuthError::Store(_) | OAuthError::Random(_) => {
             // The cause goes to the log; the client learns only that it was not its fault.
@@ -96,6 +104,9 @@ fn refusal(error: &OAuthError, at_resource: bool) -> ErrorResponse {
             StatusCode::INTERNAL_SERVER_ERROR
         }
         OAuthError::InvalidClient(_) | OAuthError::TokenInvalid => StatusCode::UNAUTHORIZED,
+        OAuthError::LinkNotFound | OAuthError::DebitNotFound | OAuthError::AccountNotFound => {
+            StatusCode::NOT_FOUND
+        }
         OAuthError::Dpop(_) if at_resource => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -126,7 +137,7 @@ fn server_error() -> ErrorResponse {
 }
 
 /// Runs blocking bank work (store, argon2) on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ErrorResponse> {
     tokio::task::spawn_blocking(work).await.map_err(|error| {
@@ -143,8 +154,11 @@ async fn metadata(State(state): State<HttpState>) -> Response {
         "require_pushed_authorization_requests": true,
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
         "token_endpoint": state.bank.token_endpoint(),
+        "revocation_endpoint": state.bank.revocation_endpoint(),
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "jwks_uri": state.bank.jwks_uri(),
         "response_types_supported": ["code"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
@@ -194,91 +208,8 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
     [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
 }
 
-#[derive(Deserialize)]
-struct AuthorizationQuery {
-    client_id: String,
-    request_uri: Option<String>,
-}
-
-/// What the consent page will show. Today it answers JSON; the bank's login and consent page
-/// (templated HTML with CSRF protection) replaces it.
-async fn authorization_page(
-    State(state): State<HttpState>,
-    query: Result<Query<AuthorizationQuery>, QueryRejection>,
-) -> Response {
-    let Ok(Query(query)) = query else {
-        return malformed().into_response();
-    };
-    let now_ms = state.now_ms();
-    let bank = Arc::clone(&state.bank);
-    let outcome = blocking(move || {
-        bank.authorization_request(&query.client_id, query.request_uri.as_deref(), now_ms)
-    })
-    .await;
-    match outcome {
-        Ok(Ok(pending)) => (no_store(), Json(pending)).into_response(),
-        Ok(Err(error)) => refusal(&error, false).into_response(),
-        Err(error) => error.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct ConsentForm {
-    client_id: String,
-    request_uri: Option<String>,
-    online_id: String,
-    password: String,
-    totp_code: String,
-    account_id: uuid::Uuid,
-}
-
-/// The customer's login with both factors and approval for one account, in one step; on
-/// success the browser goes back to the client with the code, the state and `iss`.
-async fn authorize(
-    State(state): State<HttpState>,
-    form: Result<Form<ConsentForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return malformed().into_response();
-    };
-    let now_ms = state.now_ms();
-    let bank = Arc::clone(&state.bank);
-    let outcome = blocking(move || {
-        let password = SecretString::from(form.password);
-        let customer =
-            bank.authenticate_customer(&form.online_id, &password, &form.totp_code, now_ms)?;
-        bank.authorize(
-            &form.client_id,
-            form.request_uri.as_deref(),
-            &customer,
-            form.account_id,
-            now_ms,
-        )
-    })
-    .await;
-    match outcome {
-        Ok(Ok(response)) => {
-            let separator = if response.redirect_uri.contains('?') {
-                '&'
-            } else {
-                '?'
-            };
-            let location = format!(
-                "{}{separator}code={}&state={}&iss={}",
-                response.redirect_uri,
-                form_encode(&response.code),
-                form_encode(&response.state),
-                form_encode(&response.iss),
-            );
-            Redirect::to(&location).into_response()
-        }
-        Ok(Err(error)) => refusal(&error, false).into_response(),
-        Err(error) => error.into_response(),
-    }
-}
-
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass).
-fn form_encode(value: &str) -> String {
+pub(crate) fn form_encode(value: &str) -> String {
     value
         .bytes()
         .map(|byte| {
@@ -303,13 +234,66 @@ fn dpop_header(headers: &HeaderMap) -> Result<Option<String>, ErrorResponse> {
         .transpose()
 }
 
+/// Every field either grant may carry; which must be there depends on `grant_type`.
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+}
+
+/// A token request, by grant.
+enum Grant {
+    Code(TokenRequest),
+    Refresh(RefreshRequest),
+}
+
+impl TokenForm {
+    fn grant(self) -> Result<Grant, OAuthError> {
+        let missing = OAuthError::RequestInvalid("a required field is missing");
+        let client_assertion_type = self.client_assertion_type.ok_or(missing)?;
+        let client_assertion = self
+            .client_assertion
+            .ok_or(OAuthError::RequestInvalid("client_assertion"))?;
+        match self.grant_type.as_str() {
+            "authorization_code" => Ok(Grant::Code(TokenRequest {
+                grant_type: self.grant_type,
+                code: self.code.ok_or(OAuthError::RequestInvalid("code"))?,
+                redirect_uri: self
+                    .redirect_uri
+                    .ok_or(OAuthError::RequestInvalid("redirect_uri"))?,
+                code_verifier: self.code_verifier,
+                client_assertion_type,
+                client_assertion,
+            })),
+            "refresh_token" => Ok(Grant::Refresh(RefreshRequest {
+                grant_type: self.grant_type,
+                refresh_token: self
+                    .refresh_token
+                    .ok_or(OAuthError::RequestInvalid("refresh_token"))?,
+                client_assertion_type,
+                client_assertion,
+            })),
+            _ => Err(OAuthError::UnsupportedGrantType),
+        }
+    }
+}
+
 async fn token(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    form: Result<Form<TokenRequest>, FormRejection>,
+    form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(request)) = form else {
+    let Ok(Form(form)) = form else {
         return malformed().into_response();
+    };
+    let grant = match form.grant() {
+        Ok(grant) => grant,
+        Err(error) => return refusal(&error, false).into_response(),
     };
     let proof = match dpop_header(&headers) {
         Ok(proof) => proof,
@@ -317,11 +301,94 @@ async fn token(
     };
     let now_ms = state.now_ms();
     let bank = Arc::clone(&state.bank);
-    let outcome = blocking(move || bank.exchange_code(&request, proof.as_deref(), now_ms)).await;
+    let outcome = blocking(move || match grant {
+        Grant::Code(request) => bank.exchange_code(&request, proof.as_deref(), now_ms),
+        Grant::Refresh(request) => bank.refresh(&request, proof.as_deref(), now_ms),
+    })
+    .await;
     match outcome {
         Ok(Ok(response)) => (no_store(), Json(response)).into_response(),
         Ok(Err(error)) => refusal(&error, false).into_response(),
         Err(error) => error.into_response(),
+    }
+}
+
+/// `token_type_hint` (RFC 7009 §2.1) is only a hint: the bank looks the token up either way,
+/// so the field is accepted and not read.
+#[derive(Deserialize)]
+struct RevokeForm {
+    client_assertion_type: String,
+    client_assertion: String,
+    token: String,
+}
+
+/// `POST /oauth/revoke` (RFC 7009): `200` whatever the token was, once the client is known.
+async fn revoke(
+    State(state): State<HttpState>,
+    form: Result<Form<RevokeForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return malformed().into_response();
+    };
+    let now_ms = state.now_ms();
+    let bank = Arc::clone(&state.bank);
+    let outcome = blocking(move || {
+        bank.revoke(
+            &form.client_assertion_type,
+            &form.client_assertion,
+            &form.token,
+            now_ms,
+        )
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => (StatusCode::OK, no_store()).into_response(),
+        Ok(Err(error)) => refusal(&error, false).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the keys that sign the bank's webhooks.
+async fn jwks(State(state): State<HttpState>) -> Response {
+    Json(state.bank.jwks()).into_response()
+}
+
+/// `POST /sandbox/clients` (sandbox only): registers a client; `201 {"client_id"}`.
+async fn register_client(
+    State(state): State<HttpState>,
+    body: Result<Json<ClientMetadata>, JsonRejection>,
+) -> Response {
+    let Ok(Json(metadata)) = body else {
+        return client_metadata_refusal(&RegistrationError::Invalid("body")).into_response();
+    };
+    let bank = Arc::clone(&state.bank);
+    let outcome =
+        blocking(move || crate::client_auth::register_metadata(bank.database(), &metadata)).await;
+    match outcome {
+        Ok(Ok(client_id)) => (
+            StatusCode::CREATED,
+            no_store(),
+            Json(serde_json::json!({ "client_id": client_id })),
+        )
+            .into_response(),
+        Ok(Err(error)) => client_metadata_refusal(&error).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn client_metadata_refusal(error: &RegistrationError) -> ErrorResponse {
+    match error {
+        RegistrationError::Invalid(_) => ErrorResponse {
+            status: StatusCode::BAD_REQUEST,
+            // RFC 7591 §3.2.2.
+            error: "invalid_client_metadata",
+            code: error.code(),
+            challenge: false,
+        },
+        RegistrationError::Store(store) => {
+            tracing::error!(error = %store, "registering a client failed");
+            server_error()
+        }
     }
 }
 

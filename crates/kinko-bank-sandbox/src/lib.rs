@@ -5,19 +5,25 @@
 //! single-use codes valid ≤ 60 s, `private_key_jwt` client authentication (RFC 7523) and
 //! DPoP-bound access tokens (RFC 9449); and the account resources those tokens open: holder
 //! match, debits and credits under an Idempotency-Key, and the fenced-in legacy verify
-//! method with the bank's own per-account lock. It is also the reference a real bank
-//! implements (`docs/BANK-PROTOCOL.md`).
+//! method with the bank's own per-account lock; links with refresh-token rotation and
+//! revocation, signed webhooks to clients, and the customer's own pages (login, consent,
+//! links, debits, reports). It is also the reference a real bank implements
+//! (`docs/BANK-PROTOCOL.md`).
 
 pub mod client_auth;
+pub mod customer;
 pub mod dpop;
 pub mod holder;
 pub mod http;
 pub mod legacy;
+pub mod links;
 pub mod oauth;
+pub mod pages;
 pub mod payments;
 pub mod pkce;
 pub mod resource;
 pub mod store;
+pub mod webhooks;
 
 pub use kinko_banking::protocol::{jws, random};
 pub use oauth::{Bank, OAuthError};

@@ -20,8 +20,7 @@ use crate::store::{self, Notice};
 pub const PUSHED_REQUEST_LIFETIME_MS: i64 = 90_000;
 /// A code lives 60 s at most (FAPI 2.0; THREATS requirement 7).
 pub const CODE_LIFETIME_MS: i64 = 60_000;
-/// An access token lives 10 min; the client needs a new authorization (or, later, a
-/// sender-constrained refresh token) after that.
+/// An access token lives 10 min; the client refreshes it with the link's refresh token.
 pub const ACCESS_TOKEN_LIFETIME_MS: i64 = 10 * 60_000;
 /// A customer's login counts for consent for 10 minutes.
 pub const LOGIN_FRESHNESS_MS: i64 = 10 * 60_000;
@@ -44,7 +43,7 @@ pub enum OAuthError {
     ClientMismatch,
     #[error("only response_type=code is supported")]
     UnsupportedResponseType,
-    #[error("only grant_type=authorization_code is supported")]
+    #[error("only grant_type=authorization_code and refresh_token are supported")]
     UnsupportedGrantType,
     #[error("the redirect URI is not registered for this client")]
     RedirectUriInvalid,
@@ -76,6 +75,16 @@ pub enum OAuthError {
     Dpop(DpopError),
     #[error("the access token is unknown, expired or revoked")]
     TokenInvalid,
+    #[error(
+        "the refresh token is unknown, rotated, of an ended link, another client's, or presented with another key"
+    )]
+    RefreshTokenInvalid,
+    #[error("no such link of this customer")]
+    LinkNotFound,
+    #[error("no such debit of this customer")]
+    DebitNotFound,
+    #[error("no such account of this customer")]
+    AccountNotFound,
     #[error(transparent)]
     Random(#[from] RandomError),
     #[error(transparent)]
@@ -147,6 +156,10 @@ impl OAuthError {
             OAuthError::Dpop(DpopError::KeyMismatch) => "BANK_OAUTH_DPOP_KEY_MISMATCH",
             OAuthError::Dpop(_) => "BANK_OAUTH_DPOP_INVALID",
             OAuthError::TokenInvalid => "BANK_OAUTH_TOKEN_INVALID",
+            OAuthError::RefreshTokenInvalid => "BANK_OAUTH_REFRESH_TOKEN_INVALID",
+            OAuthError::LinkNotFound => "BANK_LINK_NOT_FOUND",
+            OAuthError::DebitNotFound => "BANK_DEBIT_NOT_FOUND",
+            OAuthError::AccountNotFound => "BANK_ACCOUNT_NOT_FOUND",
             OAuthError::Random(_) => "BANK_RANDOM_FAILED",
             OAuthError::Store(_) => "BANK_STORE_FAILED",
         }
@@ -173,7 +186,11 @@ impl OAuthError {
             OAuthError::Pkce(_)
             | OAuthError::CodeInvalid
             | OAuthError::CodeExpired
-            | OAuthError::CodeReplayed => "invalid_grant",
+            | OAuthError::CodeReplayed
+            | OAuthError::RefreshTokenInvalid => "invalid_grant",
+            OAuthError::LinkNotFound | OAuthError::DebitNotFound | OAuthError::AccountNotFound => {
+                "not_found"
+            }
             // At a resource, a missing proof or one for another key makes the token unusable.
             OAuthError::Dpop(DpopError::KeyMismatch) | OAuthError::TokenInvalid => "invalid_token",
             OAuthError::Dpop(_) => "invalid_dpop_proof",
@@ -224,6 +241,26 @@ impl AuthenticatedCustomer {
     pub fn customer_id(&self) -> uuid::Uuid {
         self.customer_id
     }
+
+    pub fn authenticated_at_ms(&self) -> i64 {
+        self.authenticated_at_ms
+    }
+
+    /// A sign-in restored from the bank's own session store.
+    pub(crate) fn restored(customer_id: uuid::Uuid, authenticated_at_ms: i64) -> Self {
+        Self {
+            customer_id,
+            authenticated_at_ms,
+        }
+    }
+}
+
+/// The redirect back to the client when the customer says no (RFC 6749 §4.1.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenialResponse {
+    pub redirect_uri: String,
+    pub state: String,
+    pub iss: String,
 }
 
 /// The redirect back to the client after consent (with `iss`, RFC 9207).
@@ -246,6 +283,15 @@ pub struct TokenRequest {
     pub client_assertion: String,
 }
 
+/// The refresh grant (RFC 6749 §6) with client authentication and a proof by the link's key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RefreshRequest {
+    pub grant_type: String,
+    pub refresh_token: String,
+    pub client_assertion_type: String,
+    pub client_assertion: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
@@ -253,11 +299,19 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     pub expires_in: i64,
     pub scope: String,
+    /// Lives as long as the link, bound to the same key; each use rotates it.
+    pub refresh_token: String,
+    pub link_id: uuid::Uuid,
+    /// Pairwise and stable: the same account gives the same value to the same client only.
+    pub account_ref: String,
+    /// What the wallet may show: `普通 123 ****567`.
+    pub account_label: String,
 }
 
 /// What a valid token presented with its proof allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceGrant {
+    pub link_id: uuid::Uuid,
     pub client_id: String,
     pub customer_id: uuid::Uuid,
     pub account_id: uuid::Uuid,
@@ -268,6 +322,11 @@ pub struct ResourceGrant {
 pub struct Bank {
     database: Database,
     issuer: String,
+    /// The key of the pairwise `account_ref` HMAC, kept in the bank's store.
+    pub(crate) account_ref_key: Vec<u8>,
+    /// The key that signs webhook events, kept in the bank's store, and its `kid`.
+    pub(crate) signing_key: p256::ecdsa::SigningKey,
+    pub(crate) signing_kid: String,
 }
 
 impl Bank {
@@ -278,9 +337,17 @@ impl Bank {
 
     pub fn new(database: Database, issuer: &str) -> Result<Self, StoreError> {
         store::ensure_schema(&database)?;
+        let account_ref_key = crate::links::load_account_ref_key(&database)?;
+        let signing_key = crate::webhooks::load_signing_key(&database)?;
+        let signing_kid = crate::jws::Jwk::from_verifying_key(signing_key.verifying_key())
+            .map_err(|error| StoreError::new(format!("the bank's signing key: {error}")))?
+            .thumbprint();
         Ok(Self {
             database,
             issuer: issuer.trim_end_matches('/').to_owned(),
+            account_ref_key,
+            signing_key,
+            signing_kid,
         })
     }
 
@@ -301,6 +368,14 @@ impl Bank {
         format!("{}/oauth/token", self.issuer)
     }
 
+    pub fn revocation_endpoint(&self) -> String {
+        format!("{}/oauth/revoke", self.issuer)
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.issuer)
+    }
+
     pub fn register_client(&self, client: &Client) -> Result<(), StoreError> {
         client_auth::register(&self.database, client)
     }
@@ -319,11 +394,13 @@ impl Bank {
         let par = self.par_endpoint();
         let token = self.token_endpoint();
         let legacy = self.legacy_verify_endpoint();
+        let revoke = self.revocation_endpoint();
         let audiences = [
             self.issuer.as_str(),
             par.as_str(),
             token.as_str(),
             legacy.as_str(),
+            revoke.as_str(),
         ];
         Ok(client_auth::authenticate(
             &self.database,
@@ -541,6 +618,33 @@ impl Bank {
         })
     }
 
+    /// The customer said no: spends the request_uri and answers where to send the browser
+    /// with `error=access_denied`.
+    pub fn deny(
+        &self,
+        client_id: &str,
+        request_uri: Option<&str>,
+        now_ms: i64,
+    ) -> Result<DenialResponse, OAuthError> {
+        let request_uri = request_uri.ok_or(OAuthError::ParRequired)?;
+        self.database.transaction(|tx: &mut dyn Tx| {
+            let pushed = pushed_request(tx, client_id, request_uri, now_ms)?;
+            let spent = tx.execute(
+                "UPDATE bank_oauth_pushed_requests SET used_at_ms = $2
+                 WHERE request_uri_hash = $1 AND used_at_ms IS NULL",
+                &[stored_hash(request_uri).into(), now_ms.into()],
+            )?;
+            if spent != 1 {
+                return Err(OAuthError::RequestUriInvalid);
+            }
+            Ok(DenialResponse {
+                redirect_uri: pushed.redirect_uri,
+                state: pushed.state,
+                iss: self.issuer.clone(),
+            })
+        })
+    }
+
     /// The token endpoint: client assertion, DPoP proof, code and PKCE verifier → a
     /// DPoP-bound access token. A code presented twice revokes what the first use issued.
     pub fn exchange_code(
@@ -565,7 +669,7 @@ impl Bank {
             now_ms,
         )?;
         let code_hash = stored_hash(&request.code);
-        let access_token = random::token()?;
+        let tokens = crate::links::FreshTokens::new()?;
         let outcome = self.database.transaction(|tx: &mut dyn Tx| {
             let row = tx
                 .query_opt(
@@ -596,50 +700,41 @@ impl Bank {
             if spent != 1 {
                 return Err(OAuthError::CodeReplayed);
             }
-            let scope = row.text(2)?;
-            let customer_id = uuid::Uuid::from_u128(row.uuid(4)?);
-            tx.execute(
-                "INSERT INTO bank_oauth_tokens (token_hash, code_hash, client_id, customer_id,
-                 account_id, scope, jkt, issued_at_ms, expires_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    stored_hash(&access_token).into(),
-                    code_hash.as_str().into(),
-                    client.client_id.as_str().into(),
-                    Value::Uuid(customer_id.as_u128()),
-                    Value::Uuid(row.uuid(5)?),
-                    scope.as_str().into(),
-                    proof.jkt.as_str().into(),
-                    now_ms.into(),
-                    (now_ms + ACCESS_TOKEN_LIFETIME_MS).into(),
-                ],
-            )?;
-            store::record_notice(
+            let link = crate::links::create_link(
                 tx,
-                customer_id,
-                "link_created",
-                &format!(
-                    "{} との口座連携が有効になりました（{scope}）。心当たりがない場合はすぐに解除してください。",
-                    client.name
-                ),
+                &client,
+                uuid::Uuid::from_u128(row.uuid(4)?),
+                uuid::Uuid::from_u128(row.uuid(5)?),
+                &row.text(2)?,
+                &proof.jkt,
+                &code_hash,
                 now_ms,
             )?;
-            Ok(TokenResponse {
-                access_token: access_token.clone(),
-                token_type: "DPoP",
-                expires_in: ACCESS_TOKEN_LIFETIME_MS / 1_000,
-                scope,
-            })
+            Ok(self.issue_tokens(tx, &link, &tokens, now_ms)?)
         });
         if let Err(OAuthError::CodeReplayed) = outcome {
-            // RFC 6749 §4.1.2: a code used twice may be stolen; revoke what it issued. This
-            // runs in its own transaction so the revocation stays although the request fails.
+            // RFC 6749 §4.1.2: a code used twice may be stolen; end the link it made, with
+            // every token of it. Its own transaction: the revocation stays although the
+            // request fails.
             self.database.transaction(|tx: &mut dyn Tx| {
+                let link = tx.query_opt(
+                    "SELECT id FROM bank_links WHERE code_hash = $1",
+                    &[code_hash.as_str().into()],
+                )?;
+                if let Some(link) = link {
+                    self.end_link_with_event(
+                        tx,
+                        uuid::Uuid::from_u128(link.uuid(0)?),
+                        crate::links::EndReason::CodeReplayed,
+                        now_ms,
+                    )?;
+                }
                 tx.execute(
                     "UPDATE bank_oauth_tokens SET revoked_at_ms = $2
                      WHERE code_hash = $1 AND revoked_at_ms IS NULL",
                     &[code_hash.as_str().into(), now_ms.into()],
-                )
+                )?;
+                Ok::<_, OAuthError>(())
             })?;
         }
         outcome
@@ -655,17 +750,20 @@ impl Bank {
         url: &str,
         now_ms: i64,
     ) -> Result<ResourceGrant, OAuthError> {
+        // A token lives only while its link does: ending the link ends every token of it.
         let row = self
             .database
             .transaction(|tx: &mut dyn Tx| {
                 tx.query_opt(
-                    "SELECT client_id, customer_id, account_id, scope, jkt, expires_at_ms,
-                     revoked_at_ms FROM bank_oauth_tokens WHERE token_hash = $1",
+                    "SELECT t.client_id, t.customer_id, t.account_id, t.scope, t.jkt,
+                     t.expires_at_ms, t.revoked_at_ms, l.id, l.ended_at_ms
+                     FROM bank_oauth_tokens t JOIN bank_links l ON l.id = t.link_id
+                     WHERE t.token_hash = $1",
                     &[stored_hash(access_token).into()],
                 )
             })?
             .ok_or(OAuthError::TokenInvalid)?;
-        if row.opt_int(6)?.is_some() || now_ms >= row.int(5)? {
+        if row.opt_int(6)?.is_some() || row.opt_int(8)?.is_some() || now_ms >= row.int(5)? {
             return Err(OAuthError::TokenInvalid);
         }
         let proof = dpop::verify(
@@ -681,6 +779,7 @@ impl Bank {
             return Err(OAuthError::Dpop(DpopError::KeyMismatch));
         }
         Ok(ResourceGrant {
+            link_id: uuid::Uuid::from_u128(row.uuid(7)?),
             client_id: row.text(0)?,
             customer_id: uuid::Uuid::from_u128(row.uuid(1)?),
             account_id: uuid::Uuid::from_u128(row.uuid(2)?),
@@ -735,7 +834,7 @@ fn pushed_request(
 }
 
 /// An account number with all but its last three digits hidden, for notices.
-fn masked(number: &str) -> String {
+pub(crate) fn masked(number: &str) -> String {
     let keep = number.chars().count().saturating_sub(3);
     number
         .chars()

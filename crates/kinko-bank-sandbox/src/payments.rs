@@ -7,7 +7,7 @@
 use kinko_store::sql::{Row, Tx, Value};
 
 use crate::client_auth;
-use crate::oauth::{Bank, ResourceGrant};
+use crate::oauth::{Bank, ResourceGrant, masked};
 use crate::random::stored_hash;
 use crate::resource::{self, ResourceError};
 use crate::store;
@@ -139,7 +139,12 @@ fn saved(
 
 /// An amount of yen as customers read it: `12,345円`.
 fn yen(amount_yen: i64) -> String {
-    let digits = amount_yen.unsigned_abs().to_string();
+    format!("{}円", grouped(amount_yen))
+}
+
+/// An integer with thousands separators: `-1,234,567`.
+pub fn grouped(amount: i64) -> String {
+    let digits = amount.unsigned_abs().to_string();
     let mut grouped = String::new();
     for (index, digit) in digits.chars().enumerate() {
         if index > 0 && (digits.len() - index).is_multiple_of(3) {
@@ -147,8 +152,8 @@ fn yen(amount_yen: i64) -> String {
         }
         grouped.push(digit);
     }
-    let sign = if amount_yen < 0 { "-" } else { "" };
-    format!("{sign}{grouped}円")
+    let sign = if amount < 0 { "-" } else { "" };
+    format!("{sign}{grouped}")
 }
 
 impl Bank {
@@ -221,7 +226,8 @@ impl Bank {
             let inserted = tx.execute(
                 "INSERT INTO bank_payments (client_id, kind, idempotency_key, id, account_id,
                  request_hash, amount_yen, description, status, reason, balance_after_yen,
-                 created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 created_at_ms, link_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (client_id, kind, idempotency_key) DO NOTHING",
                 &[
                     grant.client_id.as_str().into(),
@@ -240,6 +246,8 @@ impl Bank {
                     reason.map_or(Value::Null, Value::from),
                     balance_after_yen.map_or(Value::Null, Value::from),
                     now_ms.into(),
+                    // Which link paid: a report of this debit ends that link.
+                    Value::Uuid(grant.link_id.as_u128()),
                 ],
             )?;
             if inserted != 1 {
@@ -336,16 +344,6 @@ fn replay(
         Some((answer, saved_hash, _)) if saved_hash == hash => Ok(Some(answer)),
         Some(_) => Err(ResourceError::IdempotencyKeyReused),
     }
-}
-
-/// An account number with all but its last three digits hidden, for notices.
-fn masked(number: &str) -> String {
-    let keep = number.chars().count().saturating_sub(3);
-    number
-        .chars()
-        .enumerate()
-        .map(|(index, digit)| if index < keep { '*' } else { digit })
-        .collect()
 }
 
 #[cfg(test)]

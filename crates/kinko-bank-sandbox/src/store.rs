@@ -150,11 +150,130 @@ pub fn ensure_schema(database: &Database) -> Result<(), StoreError> {
                 PRIMARY KEY (purpose, jti)
             )"
             .to_owned(),
+            // The bank's own secrets, each generated once at first start: the account_ref
+            // HMAC key and the webhook signing key.
+            "CREATE TABLE IF NOT EXISTS bank_settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )"
+            .to_owned(),
+            // A link: one customer's consent for one account to one client, until ended.
+            format!(
+                "CREATE TABLE IF NOT EXISTS bank_links (
+                id {id} PRIMARY KEY,
+                client_id TEXT NOT NULL REFERENCES bank_oauth_clients (client_id),
+                customer_id {id} NOT NULL REFERENCES bank_customers (id),
+                account_id {id} NOT NULL REFERENCES bank_accounts (id),
+                scope TEXT NOT NULL,
+                jkt TEXT NOT NULL,
+                code_hash TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                ended_at_ms BIGINT,
+                end_reason TEXT
+            )"
+            ),
+            "CREATE INDEX IF NOT EXISTS bank_links_by_customer ON bank_links (customer_id)"
+                .to_owned(),
+            // Refresh tokens, by hash. A rotated one stays, so a second use is recognised.
+            format!(
+                "CREATE TABLE IF NOT EXISTS bank_refresh_tokens (
+                token_hash TEXT PRIMARY KEY,
+                link_id {id} NOT NULL REFERENCES bank_links (id),
+                issued_at_ms BIGINT NOT NULL,
+                rotated_at_ms BIGINT
+            )"
+            ),
+            // Events to clients, signed when made; a retry sends the same JWS.
+            format!(
+                "CREATE TABLE IF NOT EXISTS bank_webhook_outbox (
+                jti TEXT PRIMARY KEY,
+                client_id TEXT NOT NULL REFERENCES bank_oauth_clients (client_id),
+                event TEXT NOT NULL,
+                link_id {id} NOT NULL,
+                jws TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                attempts BIGINT NOT NULL DEFAULT 0,
+                next_attempt_at_ms BIGINT,
+                last_status TEXT,
+                delivered_at_ms BIGINT
+            )"
+            ),
+            "CREATE INDEX IF NOT EXISTS bank_webhook_outbox_due
+                ON bank_webhook_outbox (next_attempt_at_ms)"
+                .to_owned(),
+            // Signed-in customers of the bank's own pages; the cookie's value is stored hashed.
+            format!(
+                "CREATE TABLE IF NOT EXISTS bank_customer_sessions (
+                token_hash TEXT PRIMARY KEY,
+                customer_id {id} NOT NULL REFERENCES bank_customers (id),
+                authenticated_at_ms BIGINT NOT NULL,
+                expires_at_ms BIGINT NOT NULL
+            )"
+            ),
         ];
         for statement in &statements {
             tx.execute(statement, &[])?;
         }
+        // Columns added after the first schema: stores made by an older sandbox gain them.
+        add_column_if_missing(tx, "bank_oauth_tokens", "link_id", id)?;
+        add_column_if_missing(tx, "bank_oauth_clients", "webhook_url", "TEXT")?;
+        add_column_if_missing(tx, "bank_payments", "link_id", id)?;
+        add_column_if_missing(tx, "bank_payments", "reported_at_ms", "BIGINT")?;
         Ok(())
+    })
+}
+
+/// Adds a nullable column to a table unless it is there already.
+fn add_column_if_missing(
+    tx: &mut dyn Tx,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> Result<(), StoreError> {
+    let present = match tx.dialect() {
+        Dialect::Sqlite => tx
+            .query_one(
+                "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2",
+                &[table.into(), column.into()],
+            )?
+            .int(0)?,
+        Dialect::Postgres => tx
+            .query_one(
+                "SELECT COUNT(*) FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+                &[table.into(), column.into()],
+            )?
+            .int(0)?,
+    };
+    if present == 0 {
+        // Names are this module's constants, never input.
+        tx.execute(
+            &format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"),
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
+/// The bank's setting `name`, made by `generate` and stored the first time it is asked for.
+/// Two processes starting at once agree: the first insert wins and both read it back.
+pub fn setting_or_generate(
+    database: &Database,
+    name: &str,
+    generate: impl FnOnce() -> Result<String, StoreError>,
+) -> Result<String, StoreError> {
+    let fresh = generate()?;
+    database.transaction(|tx: &mut dyn Tx| {
+        tx.execute(
+            "INSERT INTO bank_settings (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+            &[name.into(), fresh.as_str().into()],
+        )?;
+        tx.query_one(
+            "SELECT value FROM bank_settings WHERE name = $1",
+            &[name.into()],
+        )?
+        .text(0)
     })
 }
 

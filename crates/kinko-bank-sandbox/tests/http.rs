@@ -1,5 +1,6 @@
 //! The sandbox bank over HTTP on both stores: metadata, PAR, the authorization endpoint's
-//! refusal of a request without PAR, login + consent → redirect with code, state and iss,
+//! refusal of a request without PAR, the login and consent pages (with their cookies and
+//! CSRF tokens) → redirect with code, state and iss,
 //! the token endpoint with `private_key_jwt` and DPoP, and a protected resource that refuses
 //! a token without its DPoP proof. Also: a replayed code over HTTP, and malformed input
 //! answered with JSON and a stable code.
@@ -59,6 +60,7 @@ fn fixture(backend: &str) -> Fixture {
         jwk: Jwk::from_verifying_key(client_key.verifying_key())
             .unwrap_or_else(|error| panic!("{error}")),
         redirect_uris: vec![REDIRECT_URI.to_owned()],
+        webhook_url: None,
     })
     .unwrap_or_else(|error| panic!("{error}"));
     let customer = customers[0].clone();
@@ -111,6 +113,7 @@ struct Answer {
     status: StatusCode,
     headers: axum::http::HeaderMap,
     json: serde_json::Value,
+    body: String,
 }
 
 async fn send(fixture: &Fixture, request: Request<Body>) -> Answer {
@@ -132,7 +135,78 @@ async fn send(fixture: &Fixture, request: Request<Body>) -> Answer {
         status,
         headers,
         json,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
     }
+}
+
+/// A browser's cookies: what `Set-Cookie` said, sent back as `Cookie`.
+#[derive(Default)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn keep(&mut self, answer: &Answer) {
+        for value in answer.headers.get_all(header::SET_COOKIE) {
+            let text = value.to_str().unwrap_or_default();
+            let pair = text.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                self.0.retain(|(kept, _)| kept != name);
+                self.0.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The value of the page's hidden CSRF input.
+fn csrf_of(html: &str) -> String {
+    let marker = r#"<input type="hidden" name="csrf_token" value=""#;
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF input in {html}"))
+        + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn page(fixture: &Fixture, jar: &mut Jar, path: &str) -> Answer {
+    let answer = send(
+        fixture,
+        Request::get(path)
+            .header(header::COOKIE, jar.header())
+            .body(Body::empty())
+            .unwrap_or_else(|error| panic!("{error}")),
+    )
+    .await;
+    jar.keep(&answer);
+    answer
+}
+
+async fn submit(fixture: &Fixture, jar: &mut Jar, path: &str, fields: &[(&str, &str)]) -> Answer {
+    let mut request = form(path, fields, None);
+    if let Ok(value) = header::HeaderValue::from_str(&jar.header()) {
+        request.headers_mut().insert(header::COOKIE, value);
+    }
+    let answer = send(fixture, request).await;
+    jar.keep(&answer);
+    answer
+}
+
+fn location(answer: &Answer) -> String {
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    answer.headers[header::LOCATION]
+        .to_str()
+        .unwrap_or_else(|error| panic!("{error}"))
+        .to_owned()
 }
 
 fn form(path: &str, fields: &[(&str, &str)], dpop: Option<&str>) -> Request<Body> {
@@ -194,30 +268,58 @@ async fn pushed_and_consented(fixture: &Fixture) -> (String, String) {
         .unwrap_or_else(|| panic!("no request_uri"))
         .to_owned();
 
+    // The bank's pages, as a browser walks them: login form, sign-in, consent form, approve.
+    let mut jar = Jar::default();
+    let authorize_path = format!(
+        "/oauth/authorize?client_id=kinko&request_uri={}",
+        kinko_banking::client::query_encode(&request_uri)
+    );
+    let login_page = page(fixture, &mut jar, &authorize_path).await;
+    assert_eq!(login_page.status, StatusCode::OK, "{}", login_page.body);
+    assert!(login_page.body.contains(r#"name="totp_code""#));
+    let csrf = csrf_of(&login_page.body);
     let totp = oauth::totp_code(&fixture.customer.totp_secret, now_ms(fixture))
         .unwrap_or_else(|| panic!("no TOTP"));
-    let account_id = fixture.account_id.to_string();
-    let consent = send(
+    let signed_in = submit(
         fixture,
-        form(
-            "/oauth/authorize",
-            &[
-                ("client_id", "kinko"),
-                ("request_uri", &request_uri),
-                ("online_id", &fixture.customer.online_id),
-                ("password", &fixture.customer.password),
-                ("totp_code", &totp),
-                ("account_id", &account_id),
-            ],
-            None,
-        ),
+        &mut jar,
+        "/oauth/authorize/login",
+        &[
+            ("csrf_token", &csrf),
+            ("client_id", "kinko"),
+            ("request_uri", &request_uri),
+            ("online_id", &fixture.customer.online_id),
+            ("password", &fixture.customer.password),
+            ("totp_code", &totp),
+        ],
     )
     .await;
-    assert_eq!(consent.status, StatusCode::SEE_OTHER, "{}", consent.json);
-    let location = consent.headers[header::LOCATION]
-        .to_str()
-        .unwrap_or_else(|error| panic!("{error}"))
-        .to_owned();
+    let back = location(&signed_in);
+    let consent_page = page(fixture, &mut jar, &back).await;
+    assert_eq!(consent_page.status, StatusCode::OK, "{}", consent_page.body);
+    let account_id = fixture.account_id.to_string();
+    assert!(
+        consent_page
+            .body
+            .contains(&format!(r#"name="account_id" value="{account_id}""#)),
+        "{}",
+        consent_page.body
+    );
+    let csrf = csrf_of(&consent_page.body);
+    let consent = submit(
+        fixture,
+        &mut jar,
+        "/oauth/authorize/consent",
+        &[
+            ("csrf_token", &csrf),
+            ("client_id", "kinko"),
+            ("request_uri", &request_uri),
+            ("account_id", &account_id),
+            ("decision", "approve"),
+        ],
+    )
+    .await;
+    let location = location(&consent);
     let query = location
         .strip_prefix(&format!("{REDIRECT_URI}?"))
         .unwrap_or_else(|| panic!("redirect to {location}"));

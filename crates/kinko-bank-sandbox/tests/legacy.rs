@@ -57,6 +57,7 @@ fn fixture(backend: &str) -> Fixture {
         jwk: Jwk::from_verifying_key(client_key.verifying_key())
             .unwrap_or_else(|error| panic!("{error}")),
         redirect_uris: vec!["https://kinko.test/bank/callback".to_owned()],
+        webhook_url: None,
     })
     .unwrap_or_else(|error| panic!("{error}"));
     Fixture {

@@ -1,7 +1,8 @@
 //! `kinko bank-sandbox`: the sandbox bank as its own HTTP service with its own store (default
 //! `./kinko-bank-data`, never Kinko's database), seeded with the demo customers whose names
 //! and birth dates match the sandbox eKYC identities. It stands in for real banks in
-//! development, tests, the demo and the drill.
+//! development, tests, the demo and the drill. Beside the HTTP server, a thread delivers the
+//! bank's signed webhooks to its clients.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use kinko_bank_sandbox::Bank;
 use kinko_bank_sandbox::http::{HttpState, router};
+use kinko_bank_sandbox::webhooks::DeliveryLoop;
 use kinko_core::{Clock, SystemClock};
 use kinko_store::StoreLocation;
 
@@ -58,6 +60,7 @@ pub fn run(args: BankSandboxArgs) -> anyhow::Result<ExitCode> {
             location.describe()
         );
         println!("  metadata: {issuer}/.well-known/oauth-authorization-server");
+        println!("  customer page: {issuer}/customer");
         println!("Demo customers (online-banking id / password; TOTP seeds are in the store):");
         for customer in &customers {
             println!(
@@ -65,18 +68,21 @@ pub fn run(args: BankSandboxArgs) -> anyhow::Result<ExitCode> {
                 customer.online_id, customer.password, customer.holder_kana, customer.birth_date
             );
         }
-        let app = router(HttpState {
-            bank: Arc::new(bank),
-            clock,
-        });
-        axum::serve(listener, app)
+        let bank = Arc::new(bank);
+        let deliveries = DeliveryLoop::spawn(Arc::clone(&bank), Arc::clone(&clock))
+            .context("starting the webhook delivery thread")?;
+        let app = router(HttpState { bank, clock });
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 if let Err(error) = tokio::signal::ctrl_c().await {
                     tracing::error!(error = %error, "cannot listen for Ctrl-C");
                 }
             })
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        // The loop finishes its round (at most one 10 s call per event) and stops.
+        deliveries.stop();
+        served
     })?;
     Ok(ExitCode::SUCCESS)
 }
