@@ -371,7 +371,7 @@ impl LinkService {
         let policy = database.transaction(|tx: &mut dyn Tx| {
             let started = tx
                 .query_one(
-                    "SELECT COUNT(*) FROM bank_link_attempts WHERE user_id = $1 AND created_at > $2",
+                    "SELECT COUNT(*) FROM banking_link_attempts WHERE user_id = $1 AND created_at > $2",
                     &[Value::Uuid(session.user_id), (now_ms - 3_600_000).into()],
                 )?
                 .int(0)?;
@@ -413,7 +413,7 @@ impl LinkService {
         let sealed_key = self.seal(&dpop_key.to_bytes(), &associated)?;
         database.transaction(|tx: &mut dyn Tx| {
             tx.execute(
-                "INSERT INTO bank_link_attempts (state_hash, user_id, bank_code, sealed_verifier,
+                "INSERT INTO banking_link_attempts (state_hash, user_id, bank_code, sealed_verifier,
                  sealed_dpop_key, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     state_hash.as_str().into(),
@@ -476,7 +476,7 @@ impl LinkService {
         let attempt = self.identity.database().transaction(|tx: &mut dyn Tx| {
             let sql = format!(
                 "SELECT user_id, bank_code, sealed_verifier, sealed_dpop_key, expires_at, used_at
-                 FROM bank_link_attempts WHERE state_hash = $1{}",
+                 FROM banking_link_attempts WHERE state_hash = $1{}",
                 tx.for_update()
             );
             let Some(row) = tx.query_opt(&sql, &[state_hash.as_str().into()])? else {
@@ -487,7 +487,7 @@ impl LinkService {
                 return Ok(None);
             }
             tx.execute(
-                "UPDATE bank_link_attempts SET used_at = $2 WHERE state_hash = $1",
+                "UPDATE banking_link_attempts SET used_at = $2 WHERE state_hash = $1",
                 &[state_hash.as_str().into(), now_ms.into()],
             )?;
             Ok::<_, StoreError>(Some((row.text(1)?, row.bytes(2)?, row.bytes(3)?)))
@@ -587,7 +587,7 @@ impl LinkService {
                 return Ok(Err("account_linked_to_another_wallet"));
             }
             tx.execute(
-                "INSERT INTO bank_links (id, user_id, bank_code, account_ref, account_label,
+                "INSERT INTO banking_links (id, user_id, bank_code, account_ref, account_label,
                  method, bank_link_id, status, sealed_refresh_token, sealed_dpop_key, created_at)
                  VALUES ($1, $2, $3, $4, $5, 'oauth', $6, 'active', $7, $8, $9)",
                 &[
@@ -647,7 +647,7 @@ impl LinkService {
         let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
             tx.query(
                 &format!(
-                    "SELECT {LINK_COLUMNS} FROM bank_links WHERE user_id = $1
+                    "SELECT {LINK_COLUMNS} FROM banking_links WHERE user_id = $1
                      ORDER BY created_at DESC, id DESC"
                 ),
                 &[Value::Uuid(session.user_id)],
@@ -666,7 +666,7 @@ impl LinkService {
         let user_id = session.user_id;
         let (view, sealed) = self.identity.database().transaction(|tx: &mut dyn Tx| {
             let sql = format!(
-                "SELECT {LINK_COLUMNS}, sealed_refresh_token FROM bank_links
+                "SELECT {LINK_COLUMNS}, sealed_refresh_token FROM banking_links
                  WHERE id = $1 AND user_id = $2{}",
                 tx.for_update()
             );
@@ -679,7 +679,7 @@ impl LinkService {
                 return Ok((view, None));
             }
             tx.execute(
-                "UPDATE bank_links SET status = 'unlinked', ended_at = $2, end_reason = 'user_unlinked'
+                "UPDATE banking_links SET status = 'unlinked', ended_at = $2, end_reason = 'user_unlinked'
                  WHERE id = $1",
                 &[Value::Uuid(link_id.as_u128()), now_ms.into()],
             )?;
@@ -766,14 +766,14 @@ impl LinkService {
         }
         self.identity.database().transaction(|tx: &mut dyn Tx| {
             let seen = tx.query_opt(
-                "SELECT jti FROM bank_webhook_events WHERE jti = $1",
+                "SELECT jti FROM banking_webhook_events WHERE jti = $1",
                 &[jti.as_str().into()],
             )?;
             if seen.is_some() {
                 return Ok(WebhookOutcome::AlreadyHandled);
             }
             tx.execute(
-                "INSERT INTO bank_webhook_events (jti, issuer, event, received_at)
+                "INSERT INTO banking_webhook_events (jti, issuer, event, received_at)
                  VALUES ($1, $2, $3, $4)",
                 &[
                     jti.as_str().into(),
@@ -783,7 +783,7 @@ impl LinkService {
                 ],
             )?;
             let sql = format!(
-                "SELECT id, user_id, bank_code, status, account_label FROM bank_links
+                "SELECT id, user_id, bank_code, status, account_label FROM banking_links
                  WHERE bank_link_id = $1{}",
                 tx.for_update()
             );
@@ -804,7 +804,7 @@ impl LinkService {
             let fraud = event == "fraud.reported";
             if active {
                 tx.execute(
-                    "UPDATE bank_links SET status = $2, ended_at = $3, end_reason = $4,
+                    "UPDATE banking_links SET status = $2, ended_at = $3, end_reason = $4,
                      sealed_refresh_token = NULL WHERE id = $1",
                     &[
                         Value::Uuid(link_id.as_u128()),
@@ -913,7 +913,7 @@ impl LinkService {
                 return Err(LinkError::LegacyDisabled);
             }
             let blocked = tx.query_opt(
-                "SELECT user_id FROM bank_legacy_blocks WHERE user_id = $1",
+                "SELECT user_id FROM banking_legacy_blocks WHERE user_id = $1",
                 &[Value::Uuid(user_id)],
             )?;
             if blocked.is_some() {
@@ -933,7 +933,7 @@ impl LinkService {
                     &format!(
                         "SELECT COUNT(DISTINCT account_key),
                              SUM(CASE WHEN account_key = $3 THEN 1 ELSE 0 END)
-                             FROM bank_legacy_attempts WHERE {column} = $1 AND at > $2"
+                             FROM banking_legacy_attempts WHERE {column} = $1 AND at > $2"
                     ),
                     &[value, since.into(), account_key.as_str().into()],
                 )?;
@@ -947,7 +947,7 @@ impl LinkService {
             }
             // The attempt counts before the bank is asked, whatever happens next.
             tx.execute(
-                "INSERT INTO bank_legacy_attempts (id, bank_code, account_key, pin_key, user_id,
+                "INSERT INTO banking_legacy_attempts (id, bank_code, account_key, pin_key, user_id,
                  ip, device, matched, at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
                 &[
                     Value::Uuid(attempt_id.as_u128()),
@@ -1030,7 +1030,7 @@ impl LinkService {
                 return Ok(Err(LinkError::LinkFailed));
             }
             tx.execute(
-                "UPDATE bank_legacy_attempts SET matched = 1 WHERE id = $1",
+                "UPDATE banking_legacy_attempts SET matched = 1 WHERE id = $1",
                 &[Value::Uuid(attempt_id.as_u128())],
             )?;
             if let Some(owner) = active_link_on(tx, code.as_str(), account_key)? {
@@ -1061,7 +1061,7 @@ impl LinkService {
             }
             let link_id = uuid::Uuid::now_v7();
             tx.execute(
-                "INSERT INTO bank_links (id, user_id, bank_code, account_ref, account_label,
+                "INSERT INTO banking_links (id, user_id, bank_code, account_ref, account_label,
                  method, status, created_at) VALUES ($1, $2, $3, $4, $5, 'legacy', 'active', $6)",
                 &[
                     Value::Uuid(link_id.as_u128()),
@@ -1125,19 +1125,19 @@ impl LinkService {
         )?;
         let failed_accounts = tx
             .query_one(
-                "SELECT COUNT(DISTINCT account_key) FROM bank_legacy_attempts
+                "SELECT COUNT(DISTINCT account_key) FROM banking_legacy_attempts
                  WHERE user_id = $1 AND matched = 0",
                 &[Value::Uuid(user_id)],
             )?
             .int(0)?;
         if failed_accounts >= LEGACY_WALLET_FAILED_ACCOUNTS_MAX {
             let already = tx.query_opt(
-                "SELECT user_id FROM bank_legacy_blocks WHERE user_id = $1",
+                "SELECT user_id FROM banking_legacy_blocks WHERE user_id = $1",
                 &[Value::Uuid(user_id)],
             )?;
             if already.is_none() {
                 tx.execute(
-                    "INSERT INTO bank_legacy_blocks (user_id, blocked_at, reason)
+                    "INSERT INTO banking_legacy_blocks (user_id, blocked_at, reason)
                      VALUES ($1, $2, 'failed_on_distinct_accounts')",
                     &[Value::Uuid(user_id), now_ms.into()],
                 )?;
@@ -1164,7 +1164,7 @@ impl LinkService {
         // One PIN value on many accounts: the reverse brute force of 2020.
         let sprayed = tx
             .query_one(
-                "SELECT COUNT(DISTINCT account_key) FROM bank_legacy_attempts
+                "SELECT COUNT(DISTINCT account_key) FROM banking_legacy_attempts
                  WHERE bank_code = $1 AND pin_key = $2 AND matched = 0 AND at > $3",
                 &[
                     code.as_str().into(),
@@ -1175,7 +1175,7 @@ impl LinkService {
             .int(0)?;
         let recent_failures = tx
             .query_one(
-                "SELECT COUNT(*) FROM bank_legacy_attempts
+                "SELECT COUNT(*) FROM banking_legacy_attempts
                  WHERE bank_code = $1 AND matched = 0 AND at > $2",
                 &[code.as_str().into(), (now_ms - BURST_WINDOW_MS).into()],
             )?
@@ -1183,7 +1183,7 @@ impl LinkService {
         // The bank's usual rate: failures per window over the previous day.
         let day_failures = tx
             .query_one(
-                "SELECT COUNT(*) FROM bank_legacy_attempts
+                "SELECT COUNT(*) FROM banking_legacy_attempts
                  WHERE bank_code = $1 AND matched = 0 AND at > $2 AND at <= $3",
                 &[
                     code.as_str().into(),
@@ -1235,7 +1235,7 @@ impl LinkService {
         let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
             tx.query(
                 &format!(
-                    "SELECT {LINK_COLUMNS} FROM bank_links WHERE bank_code = $1
+                    "SELECT {LINK_COLUMNS} FROM banking_links WHERE bank_code = $1
                      ORDER BY created_at DESC, id DESC LIMIT 500"
                 ),
                 &[bank_code.as_str().into()],
@@ -1263,7 +1263,7 @@ impl LinkService {
         let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
             tx.query(
                 "SELECT id, bank_code, kind, user_id, link_id, detail, status, created_at
-                 FROM bank_alerts WHERE bank_code = $1 ORDER BY created_at DESC, id DESC LIMIT 500",
+                 FROM banking_alerts WHERE bank_code = $1 ORDER BY created_at DESC, id DESC LIMIT 500",
                 &[bank_code.as_str().into()],
             )
         })?;
@@ -1291,9 +1291,12 @@ pub fn client_key(identity: &IdentityService) -> Result<SigningKey, LinkError> {
     let associated = b"bank_client_key:1";
     let database = identity.database();
     let sealed = database.transaction(|tx: &mut dyn Tx| {
-        tx.query_opt("SELECT sealed_key FROM bank_client_keys WHERE id = 1", &[])?
-            .map(|row| row.bytes(0))
-            .transpose()
+        tx.query_opt(
+            "SELECT sealed_key FROM banking_client_keys WHERE id = 1",
+            &[],
+        )?
+        .map(|row| row.bytes(0))
+        .transpose()
     })?;
     if let Some(sealed) = sealed {
         let bytes = identity
@@ -1309,10 +1312,10 @@ pub fn client_key(identity: &IdentityService) -> Result<SigningKey, LinkError> {
         .map_err(internal)?;
     database.transaction(|tx: &mut dyn Tx| {
         // Two servers starting at once: the first key stored wins, the other reads it back.
-        let existing = tx.query_opt("SELECT id FROM bank_client_keys WHERE id = 1", &[])?;
+        let existing = tx.query_opt("SELECT id FROM banking_client_keys WHERE id = 1", &[])?;
         if existing.is_none() {
             tx.execute(
-                "INSERT INTO bank_client_keys (id, sealed_key, created_at) VALUES (1, $1, $2)",
+                "INSERT INTO banking_client_keys (id, sealed_key, created_at) VALUES (1, $1, $2)",
                 &[Value::Bytes(sealed.clone()), now_ms.into()],
             )?;
         }
@@ -1323,8 +1326,11 @@ pub fn client_key(identity: &IdentityService) -> Result<SigningKey, LinkError> {
 
 fn client_key_stored(identity: &IdentityService) -> Result<SigningKey, LinkError> {
     let sealed = identity.database().transaction(|tx: &mut dyn Tx| {
-        tx.query_one("SELECT sealed_key FROM bank_client_keys WHERE id = 1", &[])?
-            .bytes(0)
+        tx.query_one(
+            "SELECT sealed_key FROM banking_client_keys WHERE id = 1",
+            &[],
+        )?
+        .bytes(0)
     })?;
     let bytes = identity
         .secret_box()
@@ -1364,11 +1370,11 @@ pub fn connect_sandbox(
     let now_ms = i64::try_from(identity.clock().now_ms()).unwrap_or(i64::MAX);
     identity.database().transaction(|tx: &mut dyn Tx| {
         tx.execute(
-            "DELETE FROM bank_clients WHERE issuer = $1",
+            "DELETE FROM banking_clients WHERE issuer = $1",
             &[endpoints.issuer.as_str().into()],
         )?;
         tx.execute(
-            "INSERT INTO bank_clients (issuer, client_id, registered_at) VALUES ($1, $2, $3)",
+            "INSERT INTO banking_clients (issuer, client_id, registered_at) VALUES ($1, $2, $3)",
             &[
                 endpoints.issuer.as_str().into(),
                 client_id.as_str().into(),
@@ -1392,7 +1398,7 @@ fn active_link_on(
     account_ref: &str,
 ) -> Result<Option<u128>, StoreError> {
     let sql = format!(
-        "SELECT user_id FROM bank_links WHERE bank_code = $1 AND account_ref = $2
+        "SELECT user_id FROM banking_links WHERE bank_code = $1 AND account_ref = $2
          AND status = 'active'{}",
         tx.for_update()
     );
@@ -1411,7 +1417,7 @@ fn insert_alert(
     detail: serde_json::Value,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO bank_alerts (id, bank_code, kind, user_id, link_id, detail, status, created_at)
+        "INSERT INTO banking_alerts (id, bank_code, kind, user_id, link_id, detail, status, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)",
         &[
             Value::Uuid(uuid::Uuid::now_v7().as_u128()),

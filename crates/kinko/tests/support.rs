@@ -114,6 +114,18 @@ pub fn http_with(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    http_request(address, method, path, "application/json", body, headers)
+}
+
+/// One request with any content type (forms for the bank's pages, `application/jwt`…).
+pub fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     let mut stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("{error}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -124,7 +136,7 @@ pub fn http_with(
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream
