@@ -46,6 +46,9 @@ pub const ATTEMPTS_PER_HOUR_MAX: i64 = 20;
 /// Every legacy answer that reached the point of asking the bank leaves after this long from
 /// the request's start, whatever was wrong: time tells nothing about which field it was.
 pub const LEGACY_ANSWER_TIME: Duration = Duration::from_millis(1_000);
+/// Every answer to a completed authorization leaves this long after the request began: the
+/// bank calls behind it (token, holder match, revocation of an unused consent) take far less.
+pub const LINK_ANSWER_TIME: Duration = Duration::from_millis(1_000);
 /// Distinct accounts one source (IP, device or wallet) may try with the legacy method …
 pub const LEGACY_SOURCE_ACCOUNTS_MAX: i64 = 10;
 /// … within this window.
@@ -257,6 +260,7 @@ pub struct LinkService {
     banks: BankDirectory,
     redirect_uri: String,
     legacy_answer_time: Duration,
+    link_answer_time: Duration,
 }
 
 fn internal(error: impl std::fmt::Display) -> LinkError {
@@ -317,6 +321,7 @@ impl LinkService {
             banks,
             redirect_uri,
             legacy_answer_time: LEGACY_ANSWER_TIME,
+            link_answer_time: LINK_ANSWER_TIME,
         }
     }
 
@@ -460,8 +465,25 @@ impl LinkService {
     }
 
     /// Completes a link when the browser comes back from the bank with `code`, `state` and
-    /// `iss`. The attempt is spent first, so a state works once whatever follows.
+    /// `iss`. The attempt is spent first, so a state works once whatever follows. Every answer
+    /// leaves `LINK_ANSWER_TIME` after the request began, so the time does not tell a spent
+    /// state from a refused code or a holder mismatch.
     pub fn complete_link(
+        &self,
+        session: &SessionInfo,
+        state: &str,
+        code: &str,
+        iss: &str,
+    ) -> Result<LinkView, LinkError> {
+        let started = Instant::now();
+        let outcome = self.complete_link_now(session, state, code, iss);
+        if let Some(rest) = self.link_answer_time.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        outcome
+    }
+
+    fn complete_link_now(
         &self,
         session: &SessionInfo,
         state: &str,
@@ -1282,6 +1304,39 @@ impl LinkService {
             })
             .collect()
     }
+}
+
+/// An analyst (or admin) lifts a wallet's legacy-method block after reviewing it, with a
+/// reason; audited. Answers whether there was a block to lift.
+pub fn lift_legacy_block(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    by: &kinko_identity::operator::Operator,
+    user_id: uuid::Uuid,
+    reason: &str,
+) -> Result<bool, kinko_identity::operator::OperatorError> {
+    by.require(kinko_identity::operator::Permission::ReviewCases)?;
+    kinko_identity::operator::require_reason(reason)?;
+    let lifted = tx.execute(
+        "DELETE FROM banking_legacy_blocks WHERE user_id = $1",
+        &[Value::Uuid(user_id.as_u128())],
+    )?;
+    if lifted == 0 {
+        return Ok(false);
+    }
+    kinko_audit::append(
+        tx,
+        now_ms,
+        &AuditEntry {
+            actor: Actor::Operator(by.id.as_u128()),
+            action: "bank_link.legacy_block_lifted",
+            subject_kind: "user",
+            subject_id: &user_id.to_string(),
+            reason: reason.trim(),
+            detail: serde_json::json!({}),
+        },
+    )?;
+    Ok(true)
 }
 
 /// Kinko's client key for `private_key_jwt`: made once, kept sealed in the store, so a

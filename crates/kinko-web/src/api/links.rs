@@ -42,6 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/bank-webhooks", post(webhook))
         .route("/operator/banks/{bank_code}/links", get(bank_links))
         .route("/operator/banks/{bank_code}/alerts", get(bank_alerts))
+        .route(
+            "/operator/users/{user_id}/legacy-block",
+            delete(lift_legacy_block),
+        )
 }
 
 impl From<LinkError> for Problem {
@@ -330,4 +334,44 @@ pub async fn bank_alerts(
     let code = bank_viewer(&state, token, &bank_code).await?;
     let service = links(&state);
     Ok(Json(blocking(move || service.alerts_of_bank(&code)).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// Why (10–500 characters): kept in the audit entry.
+    reason: String,
+}
+
+/// Lifts a wallet's block on the legacy PIN method after review (analysts and admins).
+#[utoipa::path(delete, path = "/api/v1/operator/users/{user_id}/legacy-block", request_body = ReviewRequest,
+    params(("user_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn lift_legacy_block(
+    State(state): State<AppState>,
+    OperatorToken(token): OperatorToken,
+    Path(user_id): Path<String>,
+    ApiJson(body): ApiJson<ReviewRequest>,
+) -> Result<StatusCode, Problem> {
+    let user_id = uuid::Uuid::parse_str(&user_id).map_err(|_| LinkError::NotFound)?;
+    let database = Arc::clone(state.identity.database());
+    let clock = Arc::clone(state.identity.clock());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let now_ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+        database.transaction(|tx: &mut dyn Tx| {
+            let by = operator::authenticate(tx, now_ms, &token)?;
+            kinko_banking::links::lift_legacy_block(tx, now_ms, &by, user_id, &body.reason)
+        })
+    })
+    .await;
+    match outcome {
+        Ok(Ok(true)) => Ok(StatusCode::NO_CONTENT),
+        Ok(Ok(false)) => Err(LinkError::NotFound.into()),
+        Ok(Err(error)) => Err(error.into()),
+        Err(error) => {
+            tracing::error!(error = %error, "operator task failed");
+            Err(Problem::internal())
+        }
+    }
 }

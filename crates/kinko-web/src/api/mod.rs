@@ -58,6 +58,7 @@ pub mod passkey;
         links::webhook,
         links::bank_links,
         links::bank_alerts,
+        links::lift_legacy_block,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
