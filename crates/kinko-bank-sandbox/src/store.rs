@@ -582,6 +582,21 @@ pub struct DemoAccount {
     pub balance_yen: i64,
 }
 
+impl DemoCustomer {
+    /// The TOTP seed in base32, to type into an authenticator app for the demo.
+    pub fn totp_secret_base32(&self) -> String {
+        totp_rs::Secret::from(self.totp_secret.clone()).to_base32()
+    }
+
+    /// The sandbox eKYC reference whose identity is this customer's, if any.
+    pub fn kyc_reference(&self) -> Option<&'static str> {
+        kinko_identity::kyc::SANDBOX_IDENTITIES
+            .iter()
+            .find(|(_, _, kana, birth, _)| *kana == self.holder_kana && *birth == self.birth_date)
+            .map(|(reference, ..)| *reference)
+    }
+}
+
 /// The deterministic demo customers: one per sandbox eKYC identity (same kana name and birth
 /// date, so a link after KYC matches), each with accounts at two bank codes, plus one whose
 /// kana name differs from every identity, for the holder-mismatch path.

@@ -19,6 +19,14 @@ pub struct DemoArgs {
     /// TCP port; 0 picks a free one.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// The sandbox bank's port (it hosts every partner bank); default the demo's port + 10,
+    /// or a free one when the demo's port is 0.
+    #[arg(long)]
+    pub bank_port: Option<u16>,
+    /// The sandbox bank's own SQLite directory; default `sandbox-bank` inside the SQLite data
+    /// directory, or `./kinko-bank-data` with PostgreSQL.
+    #[arg(long, value_name = "DIR")]
+    pub bank_data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -147,29 +155,88 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .map(|seed| account_id(seed.id))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let accounts = ledger.reader().lookup_accounts(&ids)?;
+    // The sandbox bank runs alongside, on its own store and port, so linking works out of the
+    // box: Kinko registers there at start like it would with a real bank.
+    let bank_data_dir = args
+        .bank_data_dir
+        .clone()
+        .unwrap_or_else(|| match &location {
+            kinko_store::StoreLocation::Sqlite { data_dir } => data_dir.join("sandbox-bank"),
+            kinko_store::StoreLocation::Postgres { .. } => "kinko-bank-data".into(),
+        });
+    let bank_port = args.bank_port.unwrap_or(match args.port {
+        0 => 0,
+        port => port.saturating_add(10),
+    });
+    let bank = crate::bank_sandbox::SandboxBank::open(
+        &kinko_store::StoreLocation::Sqlite {
+            data_dir: bank_data_dir,
+        },
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bank_port),
+    )?;
+    let bank_issuer = bank.issuer.clone();
+    let bank_customers = bank.customers.clone();
+    let bank_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the sandbox bank's runtime")?;
+    std::thread::Builder::new()
+        .name("sandbox-bank".to_owned())
+        .spawn(move || {
+            if let Err(error) = bank_runtime.block_on(bank.serve(std::future::pending())) {
+                tracing::error!(error = %error, "the sandbox bank stopped");
+            }
+        })
+        .context("starting the sandbox bank")?;
     let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port);
-    crate::serve::serve(ledger, &location, address, |address| {
-        println!("Kinko demo on {}", location.describe());
-        println!("  URL:     http://{address}/");
-        println!("  health:  http://{address}/healthz");
-        println!("  metrics: http://{address}/metrics");
-        println!("  API:     http://{address}/api/v1/openapi.json");
-        println!(
-            "  sandbox outbox (codes sent by e-mail/SMS): http://{address}/api/v1/sandbox/outbox?destination=…"
-        );
-        println!("Seeded ledger accounts (JPY):");
-        for (seed, account) in SEED_ACCOUNTS.iter().zip(&accounts) {
-            let balance = i64::try_from(account.credit_balance_posted()).unwrap_or(i64::MAX);
+    crate::serve::serve_with_banks(
+        ledger,
+        &location,
+        address,
+        Some(bank_issuer.clone()),
+        |address| {
+            println!("Kinko demo on {}", location.describe());
+            println!("  URL:     http://{address}/");
+            println!("  health:  http://{address}/healthz");
+            println!("  metrics: http://{address}/metrics");
+            println!("  API:     http://{address}/api/v1/openapi.json");
             println!(
-                "  {:<34} {:>10}",
-                seed.name,
-                Money::yen(balance).to_string()
+                "  sandbox outbox (codes sent by e-mail/SMS): http://{address}/api/v1/sandbox/outbox?destination=…"
             );
-        }
-        println!(
-            "  partner banks: http://{address}/api/v1/banks (the 35 of the seed case; legacy PIN method off at all)"
-        );
-        println!("Press Ctrl-C to stop.");
-    })?;
+            println!("Seeded ledger accounts (JPY):");
+            for (seed, account) in SEED_ACCOUNTS.iter().zip(&accounts) {
+                let balance = i64::try_from(account.credit_balance_posted()).unwrap_or(i64::MAX);
+                println!(
+                    "  {:<34} {:>10}",
+                    seed.name,
+                    Money::yen(balance).to_string()
+                );
+            }
+            println!(
+                "  partner banks: http://{address}/api/v1/banks (the 35 of the seed case; legacy PIN method off at all)"
+            );
+            println!(
+                "Sandbox bank (hosts all 35): {bank_issuer}  customer page: {bank_issuer}/customer"
+            );
+            println!(
+                "  bank customers: online id, password, TOTP seed (base32, for an authenticator app), and the wallet eKYC reference whose identity matches:"
+            );
+            for customer in &bank_customers {
+                println!(
+                    "  {:<10} {:<22} {}  {} {}  {}",
+                    customer.online_id,
+                    customer.password,
+                    customer.totp_secret_base32(),
+                    customer.holder_kana,
+                    customer.birth_date,
+                    customer
+                        .kyc_reference()
+                        .unwrap_or("(none: the holder-mismatch case)")
+                );
+            }
+            println!("Press Ctrl-C to stop.");
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -36,10 +36,11 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let location = args.store.location()?;
     let ledger = crate::start_ledger(&location, WriterConfig::DEFAULT)?;
-    serve(
+    serve_with_banks(
         ledger,
         &location,
         SocketAddr::new(args.host, args.port),
+        std::env::var("KINKO_BANK_SANDBOX_URL").ok(),
         |address| {
             println!(
                 "kinko listening on http://{address} ({})",
@@ -50,11 +51,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until Ctrl-C or SIGTERM, then lets the ledger finish what is queued.
-pub fn serve(
+/// Serves until Ctrl-C or SIGTERM, then lets the ledger finish what is queued. With a sandbox
+/// bank's URL, the partner banks are served by it.
+pub fn serve_with_banks(
     ledger: Ledger,
     location: &StoreLocation,
     address: SocketAddr,
+    bank_sandbox_url: Option<String>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
@@ -113,7 +116,7 @@ pub fn serve(
             .await
             .with_context(|| format!("binding {address}"))?;
         let bound = listener.local_addr()?;
-        let links = connect_banks(Arc::clone(&identity), bound).await?;
+        let links = connect_banks(Arc::clone(&identity), bound, bank_sandbox_url).await?;
         on_listening(bound);
         let app = kinko_web::app(kinko_web::AppState {
             ledger: Arc::clone(&ledger),
@@ -149,10 +152,11 @@ pub fn serve(
 async fn connect_banks(
     identity: Arc<IdentityService>,
     bound: SocketAddr,
+    bank_sandbox_url: Option<String>,
 ) -> anyhow::Result<Arc<LinkService>> {
     let public_url =
         std::env::var("KINKO_PUBLIC_URL").unwrap_or_else(|_| format!("http://{bound}"));
-    let Ok(sandbox_url) = std::env::var("KINKO_BANK_SANDBOX_URL") else {
+    let Some(sandbox_url) = bank_sandbox_url else {
         let redirect_uri = format!("{public_url}/api/v1/bank-links/callback");
         return Ok(Arc::new(LinkService::new(
             identity,
