@@ -419,6 +419,75 @@ impl BankClient {
             .ok_or(BankClientError::Malformed("no match member"))
     }
 
+    /// A debit or credit on the token's account (`docs/BANK-PROTOCOL.md` §6): settled or
+    /// rejected, saved under `key` at the bank so a retry gets the same answer.
+    pub fn payment(
+        &self,
+        order: &PaymentOrder<'_>,
+        access_token: &SecretString,
+        dpop_key: &SigningKey,
+        now_ms: i64,
+    ) -> Result<BankPayment, BankClientError> {
+        let url = self.endpoints.resource(order.kind.path());
+        let proof = protocol::make_dpop_proof(
+            dpop_key,
+            "POST",
+            &url,
+            Some(access_token.expose_secret()),
+            now_ms,
+        )?;
+        let response = self
+            .agent
+            .post(&url)
+            .header(
+                "Authorization",
+                &format!("DPoP {}", access_token.expose_secret()),
+            )
+            .header("DPoP", &proof)
+            .header("Idempotency-Key", order.key)
+            .send_json(serde_json::json!({
+                "amount_yen": order.amount_yen,
+                "description": order.description,
+            }))?;
+        BankPayment::from_answer(answer_json(response)?)
+    }
+
+    /// The bank's saved answer for `key`, or `None` when the bank never saw it: what the
+    /// reconciler asks after a crash.
+    pub fn payment_by_key(
+        &self,
+        kind: PaymentKind,
+        access_token: &SecretString,
+        dpop_key: &SigningKey,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<BankPayment>, BankClientError> {
+        let url = self
+            .endpoints
+            .resource(&format!("{}/{}", kind.path(), query_encode(key)));
+        let proof = protocol::make_dpop_proof(
+            dpop_key,
+            "GET",
+            &url,
+            Some(access_token.expose_secret()),
+            now_ms,
+        )?;
+        let response = self
+            .agent
+            .get(&url)
+            .header(
+                "Authorization",
+                &format!("DPoP {}", access_token.expose_secret()),
+            )
+            .header("DPoP", &proof)
+            .call()?;
+        match answer_json(response) {
+            Ok(answer) => Ok(Some(BankPayment::from_answer(answer)?)),
+            Err(BankClientError::Refused { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Ends the link at the bank (RFC 7009). The bank answers 200 whatever the token was.
     pub fn revoke(&self, refresh_token: &SecretString, now_ms: i64) -> Result<(), BankClientError> {
         let assertion = self.assertion(now_ms)?;
@@ -501,6 +570,67 @@ impl BankClient {
             *slot = keys;
         }
         Ok(found)
+    }
+}
+
+/// Which way money goes at the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentKind {
+    /// From the customer's account (a charge).
+    Debit,
+    /// To the customer's account (a withdrawal).
+    Credit,
+}
+
+impl PaymentKind {
+    fn path(self) -> &'static str {
+        match self {
+            PaymentKind::Debit => "/v1/debits",
+            PaymentKind::Credit => "/v1/credits",
+        }
+    }
+}
+
+/// A debit or credit to ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentOrder<'a> {
+    pub kind: PaymentKind,
+    /// The `Idempotency-Key`: the same key never moves money twice at the bank.
+    pub key: &'a str,
+    pub amount_yen: i64,
+    /// What the customer reads on their statement and notice.
+    pub description: &'a str,
+}
+
+/// The bank's answer to a debit or credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankPayment {
+    pub id: String,
+    pub settled: bool,
+    /// Why a rejected one was rejected (`insufficient_funds`, `balance_limit`).
+    pub reason: Option<String>,
+}
+
+impl BankPayment {
+    fn from_answer(answer: Value) -> Result<Self, BankClientError> {
+        let id = answer
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or(BankClientError::Malformed("no payment id"))?
+            .to_owned();
+        let settled = match answer.get("status").and_then(Value::as_str) {
+            Some("settled") => true,
+            Some("rejected") => false,
+            _ => return Err(BankClientError::Malformed("unknown payment status")),
+        };
+        Ok(Self {
+            id,
+            settled,
+            reason: answer
+                .get("reason")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
     }
 }
 

@@ -20,7 +20,7 @@
 //!   detector keys on a keyed hash.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kinko_audit::{Actor, AuditEntry};
@@ -33,7 +33,9 @@ use p256::ecdsa::SigningKey;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 
-use crate::client::{BankClient, BankClientError, LegacyVerify, PushRequest};
+use crate::client::{
+    BankClient, BankClientError, BankPayment, LegacyVerify, PaymentKind, PaymentOrder, PushRequest,
+};
 use crate::protocol::{jws, random};
 use crate::registry::{self, BankCode, BankingError};
 
@@ -92,6 +94,8 @@ pub enum LinkError {
     Input(&'static str),
     #[error("no such link")]
     NotFound,
+    #[error("the bank link is not active")]
+    LinkInactive,
     #[error("the bank's event is not acceptable")]
     WebhookInvalid,
     #[error("storage failed: {0}")]
@@ -132,6 +136,7 @@ impl ErrorCode for LinkError {
             LinkError::RateLimited { .. } => "RATE_LIMITED",
             LinkError::Input(_) => "BANK_LINK_INPUT_INVALID",
             LinkError::NotFound => "BANK_LINK_NOT_FOUND",
+            LinkError::LinkInactive => "BANK_LINK_INACTIVE",
             LinkError::WebhookInvalid => "BANK_WEBHOOK_INVALID",
             LinkError::Store(_) | LinkError::Internal(_) => "INTERNAL",
         }
@@ -149,6 +154,7 @@ impl ErrorCode for LinkError {
                 ErrorKind::InvalidInput
             }
             LinkError::RateLimited { .. } => ErrorKind::RateLimited,
+            LinkError::LinkInactive => ErrorKind::Conflict,
             LinkError::Store(_) | LinkError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -261,7 +267,20 @@ pub struct LinkService {
     redirect_uri: String,
     legacy_answer_time: Duration,
     link_answer_time: Duration,
+    /// Access tokens per link, and one lock per link so only one refresh is ever in flight
+    /// for it (a refresh token rotates: two refreshes at once would look like theft to the
+    /// bank and end the link).
+    access: Mutex<HashMap<uuid::Uuid, Arc<Mutex<Option<CachedAccess>>>>>,
 }
+
+/// An access token in memory only; it lives minutes, the refresh token stays sealed.
+struct CachedAccess {
+    token: SecretString,
+    usable_until_ms: i64,
+}
+
+/// The bank says an access token lives 10 minutes; use it for 8.
+const ACCESS_USE_MS: i64 = 8 * 60_000;
 
 fn internal(error: impl std::fmt::Display) -> LinkError {
     LinkError::Internal(error.to_string())
@@ -272,6 +291,18 @@ fn bank_failure(error: BankClientError) -> LinkError {
     match error {
         BankClientError::Transport(_) => LinkError::BankUnavailable,
         _ => LinkError::LinkFailed,
+    }
+}
+
+/// A failed bank call during a payment: unreachable, or the bank refused the request.
+fn bank_failure_kept(error: BankClientError) -> LinkError {
+    tracing::warn!(error = %error, "bank payment call failed");
+    match error {
+        BankClientError::Transport(_) => LinkError::BankUnavailable,
+        BankClientError::Refused {
+            status: 401 | 403, ..
+        } => LinkError::LinkInactive,
+        _ => LinkError::BankUnavailable,
     }
 }
 
@@ -322,6 +353,7 @@ impl LinkService {
             redirect_uri,
             legacy_answer_time: LEGACY_ANSWER_TIME,
             link_answer_time: LINK_ANSWER_TIME,
+            access: Mutex::new(HashMap::new()),
         }
     }
 
@@ -653,6 +685,14 @@ impl LinkService {
             }
             return Err(LinkError::LinkFailed);
         }
+        // The first access token is good for minutes: a charge right after linking needs no
+        // refresh.
+        if let Ok(mut slot) = self.access_slot(link_id).lock() {
+            *slot = Some(CachedAccess {
+                token: tokens.access_token.clone(),
+                usable_until_ms: now_ms + ACCESS_USE_MS,
+            });
+        }
         Ok(LinkView {
             id: link_id,
             bank_code,
@@ -661,6 +701,147 @@ impl LinkService {
             status: "active".to_owned(),
             created_at_ms: now_ms,
             ended_at_ms: None,
+        })
+    }
+
+    fn access_slot(&self, link_id: uuid::Uuid) -> Arc<Mutex<Option<CachedAccess>>> {
+        match self.access.lock() {
+            Ok(mut slots) => Arc::clone(slots.entry(link_id).or_default()),
+            // A poisoned map only means another thread panicked; a fresh slot is safe.
+            Err(_) => Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Runs `call` with a live access token of an active link of `user_id`, refreshing it
+    /// (one refresh at a time per link) when needed, and once more if the bank no longer
+    /// takes the cached one.
+    fn with_access<T>(
+        &self,
+        user_id: u128,
+        link_id: uuid::Uuid,
+        call: impl Fn(&BankClient, &SecretString, &SigningKey, i64) -> Result<T, BankClientError>,
+    ) -> Result<T, LinkError> {
+        let slot = self.access_slot(link_id);
+        let mut cached = slot.lock().map_err(|_| internal("access token lock"))?;
+        for attempt in 0..2 {
+            let now_ms = self.now_ms();
+            let row = self.identity.database().transaction(|tx: &mut dyn Tx| {
+                tx.query_opt(
+                    "SELECT bank_code, status, method, sealed_refresh_token, sealed_dpop_key
+                     FROM banking_links WHERE id = $1 AND user_id = $2",
+                    &[Value::Uuid(link_id.as_u128()), Value::Uuid(user_id)],
+                )
+            })?;
+            let row = row.ok_or(LinkError::NotFound)?;
+            let bank_code = row.text(0)?;
+            if row.text(1)? != "active" || row.text(2)? != "oauth" {
+                return Err(LinkError::LinkInactive);
+            }
+            let (Some(sealed_refresh), Some(sealed_key)) = (row.opt_bytes(3)?, row.opt_bytes(4)?)
+            else {
+                return Err(LinkError::LinkInactive);
+            };
+            let associated = format!("bank_link:{link_id}");
+            let dpop_key = self.open_key(&sealed_key, &associated)?;
+            let client = self
+                .banks
+                .for_bank(&bank_code)
+                .ok_or(LinkError::BankUnavailable)?;
+            let usable = cached
+                .as_ref()
+                .filter(|access| access.usable_until_ms > now_ms)
+                .map(|access| access.token.clone());
+            let token = match usable {
+                Some(token) => token,
+                None => {
+                    let refresh = SecretString::from(
+                        String::from_utf8(self.open(&sealed_refresh, &associated)?)
+                            .map_err(internal)?,
+                    );
+                    let tokens = match client.refresh(&refresh, &dpop_key, now_ms) {
+                        Ok(tokens) => tokens,
+                        Err(BankClientError::Refused { status: 400, .. }) => {
+                            // The bank ended the consent: so does Kinko.
+                            self.end_link(link_id, "revoked_by_bank", "refresh_refused")?;
+                            return Err(LinkError::LinkInactive);
+                        }
+                        Err(error) => return Err(bank_failure(error)),
+                    };
+                    let sealed =
+                        self.seal(tokens.refresh_token.expose_secret().as_bytes(), &associated)?;
+                    self.identity.database().transaction(|tx: &mut dyn Tx| {
+                        tx.execute(
+                            "UPDATE banking_links SET sealed_refresh_token = $2 WHERE id = $1",
+                            &[Value::Uuid(link_id.as_u128()), Value::Bytes(sealed.clone())],
+                        )
+                    })?;
+                    *cached = Some(CachedAccess {
+                        token: tokens.access_token.clone(),
+                        usable_until_ms: now_ms + ACCESS_USE_MS,
+                    });
+                    tokens.access_token
+                }
+            };
+            match call(&client, &token, &dpop_key, now_ms) {
+                Err(BankClientError::Refused { status: 401, .. }) if attempt == 0 => {
+                    *cached = None;
+                }
+                Err(error) => return Err(bank_failure_kept(error)),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+        Err(LinkError::BankUnavailable)
+    }
+
+    fn end_link(&self, link_id: uuid::Uuid, status: &str, reason: &str) -> Result<(), LinkError> {
+        let now_ms = self.now_ms();
+        self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE banking_links SET status = $2, ended_at = $3, end_reason = $4,
+                 sealed_refresh_token = NULL WHERE id = $1 AND status = 'active'",
+                &[
+                    Value::Uuid(link_id.as_u128()),
+                    status.into(),
+                    now_ms.into(),
+                    reason.into(),
+                ],
+            )?;
+            audit(
+                tx,
+                now_ms,
+                Actor::System,
+                "bank_link.ended",
+                &link_id.to_string(),
+                reason,
+                serde_json::json!({ "status": status }),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Debits or credits the bank account of an active link of `user_id`, under `key` (the
+    /// bank keeps the answer, so the same key never moves money twice).
+    pub fn bank_payment(
+        &self,
+        user_id: u128,
+        link_id: uuid::Uuid,
+        order: &PaymentOrder<'_>,
+    ) -> Result<BankPayment, LinkError> {
+        self.with_access(user_id, link_id, |client, token, dpop_key, now_ms| {
+            client.payment(order, token, dpop_key, now_ms)
+        })
+    }
+
+    /// The bank's saved answer for `key` on that link, `None` if the bank never saw it.
+    pub fn bank_payment_status(
+        &self,
+        user_id: u128,
+        link_id: uuid::Uuid,
+        kind: PaymentKind,
+        key: &str,
+    ) -> Result<Option<BankPayment>, LinkError> {
+        self.with_access(user_id, link_id, |client, token, dpop_key, now_ms| {
+            client.payment_by_key(kind, token, dpop_key, key, now_ms)
         })
     }
 
