@@ -32,6 +32,10 @@ pub const SQLITE: &[Migration] = &[
         "0006_bank_links",
         include_str!("../migrations/sqlite/0006_bank_links.sql"),
     ),
+    (
+        "0007_money",
+        include_str!("../migrations/sqlite/0007_money.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -58,6 +62,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0006_bank_links",
         include_str!("../migrations/postgres/0006_bank_links.sql"),
+    ),
+    (
+        "0007_money",
+        include_str!("../migrations/postgres/0007_money.sql"),
     ),
 ];
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub identity: Arc<kinko_identity::service::IdentityService>,
     /// Bank links; without a configured bank, link attempts answer `BANK_UNAVAILABLE`.
     pub links: Arc<kinko_banking::links::LinkService>,
+    /// Charges, balances and history.
+    pub money: Arc<kinko_money::MoneyService>,
     /// True only when the sandbox notification gateways run (never in production): mounts
     /// `/api/v1/sandbox/outbox`, where the demo and the tests read the codes "sent".
     pub sandbox: bool,

@@ -111,12 +111,18 @@ pub fn serve_with_banks(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let reconciler = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
         let bound = listener.local_addr()?;
         let links = connect_banks(Arc::clone(&identity), bound, bank_sandbox_url).await?;
+        let money = Arc::new(kinko_money::MoneyService::new(
+            Arc::clone(&ledger),
+            Arc::clone(&identity),
+            Arc::clone(&links),
+        ));
+        let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
         on_listening(bound);
         let app = kinko_web::app(kinko_web::AppState {
             ledger: Arc::clone(&ledger),
@@ -124,6 +130,7 @@ pub fn serve_with_banks(
             store_kind: location.kind(),
             identity,
             links,
+            money,
             sandbox,
         });
         axum::serve(
@@ -132,10 +139,14 @@ pub fn serve_with_banks(
         )
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("serving HTTP")
+        .context("serving HTTP")?;
+        Ok::<_, anyhow::Error>(reconciler)
     })?;
     drop(runtime);
     stopping.store(true, Ordering::SeqCst);
+    if reconciler.join().is_err() {
+        tracing::error!("the reconciler panicked");
+    }
     if delivery.join().is_err() {
         tracing::error!("the notification worker panicked");
     }
@@ -185,6 +196,47 @@ async fn connect_banks(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     anyhow::bail!("cannot reach the sandbox bank at {sandbox_url}: {last_error}")
+}
+
+/// Resolves charges left pending (a crash, an unreachable bank) by asking the bank by key:
+/// every `KINKO_RECONCILE_EVERY_S` (default 30) for charges older than
+/// `KINKO_RECONCILE_AFTER_S` (default 60, longer than any bank call may take).
+fn spawn_reconciler(
+    money: Arc<kinko_money::MoneyService>,
+    stopping: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let seconds = |name: &str, default: u64| -> anyhow::Result<u64> {
+        match std::env::var(name) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} must be a whole number of seconds")),
+            Err(_) => Ok(default),
+        }
+    };
+    let every = Duration::from_secs(seconds("KINKO_RECONCILE_EVERY_S", 30)?.max(1));
+    let after_ms = i64::try_from(seconds("KINKO_RECONCILE_AFTER_S", 60)?)
+        .unwrap_or(i64::MAX / 1_000)
+        .saturating_mul(1_000);
+    std::thread::Builder::new()
+        .name("reconciler".to_owned())
+        .spawn(move || {
+            let mut next = std::time::Instant::now();
+            while !stopping.load(Ordering::SeqCst) {
+                if std::time::Instant::now() >= next {
+                    match money.reconcile(after_ms) {
+                        Ok(report) if report.posted + report.voided + report.unresolved > 0 => {
+                            tracing::info!(?report, "reconciled pending charges");
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::error!(error = %error, "reconciling failed"),
+                    }
+                    next = std::time::Instant::now() + every;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .context("starting the reconciler")
 }
 
 /// The identity defaults, with the ⟨configurable⟩ numbers of THREATS.md read from the

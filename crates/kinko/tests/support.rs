@@ -214,6 +214,30 @@ impl Server {
         }
     }
 
+    /// Stops the server (as a crash would: SIGKILL) and starts it again on the same store.
+    pub fn restart(&mut self, environment: &[(&str, &str)]) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+        let (child, address) = spawn_server_with("serve", &self.store, environment);
+        self.child = child;
+        self.address = address;
+    }
+
+    /// `kinko check` on this server's store: the books balance.
+    pub fn assert_books_balance(&self) {
+        let output = kinko()
+            .arg("check")
+            .args(&self.store)
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(
+            output.status.success(),
+            "kinko check: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// One request, with the JSON body and bearer token if given.
     pub fn call(
         &self,

@@ -15,6 +15,7 @@ use crate::problem::Problem;
 pub mod banks;
 pub mod identity;
 pub mod links;
+pub mod money;
 pub mod operator;
 pub mod passkey;
 
@@ -59,6 +60,10 @@ pub mod passkey;
         links::bank_links,
         links::bank_alerts,
         links::lift_legacy_block,
+        money::charge,
+        money::charge_status,
+        money::balance,
+        money::history,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -81,6 +86,7 @@ pub fn router(sandbox: bool) -> Router<AppState> {
         .merge(identity::router())
         .merge(banks::router())
         .merge(links::router())
+        .merge(money::router())
         .merge(passkey::router())
         .merge(operator::router());
     if sandbox {

@@ -1,0 +1,96 @@
+//! The chart of accounts (DESIGN §4): which ledger account holds what. Ids are derived, not
+//! stored: a wallet's account id is its user id; a bank's settlement account id is a hash of
+//! its bank code in a namespace of its own; platform accounts have fixed ids. Creating an
+//! account is idempotent in the ledger, so each is made when first needed.
+
+use kinko_ledger::{
+    AccountFlags, AccountId, CreateAccountResult, LEDGER_JPY, Ledger, LedgerError, NewAccount,
+};
+use sha2::{Digest, Sha256};
+
+/// Ledger account codes: what an account is for.
+pub mod code {
+    /// What a partner bank's customers moved in and out through Kinko: debited by charges,
+    /// credited by withdrawals.
+    pub const SETTLEMENT: u16 = 10;
+    /// A user's wallet: never negative.
+    pub const WALLET: u16 = 20;
+    /// What Kinko owes a merchant.
+    pub const PAYABLE: u16 = 30;
+}
+
+/// Transfer codes: why money moved.
+pub mod transfer {
+    pub const CHARGE: u16 = 1;
+    pub const PAYMENT: u16 = 2;
+    pub const WITHDRAWAL: u16 = 3;
+    pub const TRANSFER: u16 = 4;
+    pub const REFUND: u16 = 5;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("the id is not a valid account id")]
+    Id,
+    #[error("the ledger refused to open an account: {0}")]
+    Refused(CreateAccountResult),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// A user's wallet account.
+pub fn wallet(user_id: u128) -> Result<AccountId, AccountsError> {
+    AccountId::from_u128(user_id).map_err(|_| AccountsError::Id)
+}
+
+/// A partner bank's settlement account.
+pub fn settlement(bank_code: &str) -> Result<AccountId, AccountsError> {
+    let digest = Sha256::digest(format!("kinko.ledger.settlement:{bank_code}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    AccountId::from_u128(u128::from_be_bytes(bytes)).map_err(|_| AccountsError::Id)
+}
+
+/// Opens the accounts if they are not open yet (the ledger answers `exists` otherwise).
+pub fn ensure(ledger: &Ledger, accounts: &[(AccountId, u16)]) -> Result<(), AccountsError> {
+    let requests = accounts
+        .iter()
+        .map(|(id, code)| NewAccount {
+            id: *id,
+            ledger: LEDGER_JPY,
+            code: *code,
+            flags: if *code == code::WALLET {
+                AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+            } else {
+                AccountFlags::NONE
+            },
+        })
+        .collect();
+    for result in ledger.create_accounts_blocking(requests)? {
+        if !matches!(
+            result,
+            CreateAccountResult::Ok | CreateAccountResult::Exists
+        ) {
+            return Err(AccountsError::Refused(result));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settlement_accounts_differ_by_bank_and_are_stable() {
+        let mizuho = settlement("0001").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            mizuho,
+            settlement("0001").unwrap_or_else(|error| panic!("{error}"))
+        );
+        assert_ne!(
+            mizuho,
+            settlement("0009").unwrap_or_else(|error| panic!("{error}"))
+        );
+    }
+}

@@ -1,0 +1,650 @@
+//! Charges: bank account → wallet, two-phase, limited, idempotent, reconciled (see the crate
+//! doc for the order of steps).
+
+use std::sync::Arc;
+
+use kinko_banking::client::{PaymentKind, PaymentOrder};
+use kinko_banking::links::{LinkError, LinkService};
+use kinko_banking::registry::{self, BankCode};
+use kinko_core::{ErrorCode, ErrorKind};
+use kinko_identity::service::{IdentityError, IdentityService};
+use kinko_identity::session::SessionInfo;
+use kinko_ledger::{
+    CreateTransferResult, LEDGER_JPY, Ledger, TransferFlags, TransferId, TransferRequest,
+};
+use kinko_store::sql::{Row, Tx, Value};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::accounts::{self, code, transfer};
+
+/// Kinko's own limits per wallet, whatever the banks allow (THREATS requirement 12).
+pub const WALLET_DAILY_MAX_YEN: i64 = 500_000;
+pub const WALLET_MONTHLY_MAX_YEN: i64 = 2_000_000;
+/// An `Idempotency-Key` is 1–255 visible ASCII characters.
+pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoneyError {
+    /// The wallet may not move money now (KYC, second factor, step-up, freeze).
+    #[error("the wallet cannot move money now: {0}")]
+    Gate(&'static str),
+    #[error("the amount must be a whole number of yen above zero")]
+    AmountInvalid,
+    #[error("send an Idempotency-Key header of 1–255 visible ASCII characters")]
+    IdempotencyKeyInvalid,
+    #[error("this Idempotency-Key was used with another request")]
+    IdempotencyKeyReused,
+    #[error("no such bank link")]
+    LinkNotFound,
+    #[error("the bank link is not active")]
+    LinkInactive,
+    #[error("charging is suspended at this bank")]
+    ChargingDisabled,
+    #[error("the {0} limit does not allow this amount")]
+    LimitExceeded(&'static str),
+    #[error("a new link waits before its first charge; try again later")]
+    NewLinkWait { retry_after_ms: i64 },
+    #[error("the bank cannot be reached now")]
+    BankUnavailable,
+    #[error("the history cursor is not valid")]
+    CursorInvalid,
+    #[error("the {0} filter is not valid")]
+    FilterInvalid(&'static str),
+    #[error("storage failed: {0}")]
+    Store(#[from] kinko_ledger::StoreError),
+    #[error("an internal step failed: {0}")]
+    Internal(String),
+}
+
+impl From<IdentityError> for MoneyError {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::Store(store) => MoneyError::Store(store),
+            other => MoneyError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<registry::BankingError> for MoneyError {
+    fn from(error: registry::BankingError) -> Self {
+        match error {
+            registry::BankingError::Store(store) => MoneyError::Store(store),
+            other => MoneyError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<accounts::AccountsError> for MoneyError {
+    fn from(error: accounts::AccountsError) -> Self {
+        MoneyError::Internal(error.to_string())
+    }
+}
+
+impl From<kinko_ledger::LedgerError> for MoneyError {
+    fn from(error: kinko_ledger::LedgerError) -> Self {
+        MoneyError::Internal(error.to_string())
+    }
+}
+
+impl ErrorCode for MoneyError {
+    fn code(&self) -> &'static str {
+        match self {
+            MoneyError::Gate(reason) => reason,
+            MoneyError::AmountInvalid => "MONEY_AMOUNT_INVALID",
+            MoneyError::IdempotencyKeyInvalid => "IDEMPOTENCY_KEY_INVALID",
+            MoneyError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            MoneyError::LinkNotFound => "BANK_LINK_NOT_FOUND",
+            MoneyError::LinkInactive => "BANK_LINK_INACTIVE",
+            MoneyError::ChargingDisabled => "BANK_CHARGING_DISABLED",
+            MoneyError::LimitExceeded(_) => "MONEY_LIMIT_EXCEEDED",
+            MoneyError::NewLinkWait { .. } => "MONEY_NEW_LINK_WAIT",
+            MoneyError::BankUnavailable => "BANK_UNAVAILABLE",
+            MoneyError::CursorInvalid => "MONEY_CURSOR_INVALID",
+            MoneyError::FilterInvalid(_) => "MONEY_FILTER_INVALID",
+            MoneyError::Store(_) | MoneyError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            MoneyError::Gate(_)
+            | MoneyError::ChargingDisabled
+            | MoneyError::LimitExceeded(_)
+            | MoneyError::NewLinkWait { .. } => ErrorKind::Forbidden,
+            MoneyError::AmountInvalid
+            | MoneyError::IdempotencyKeyInvalid
+            | MoneyError::CursorInvalid
+            | MoneyError::FilterInvalid(_) => ErrorKind::InvalidInput,
+            MoneyError::IdempotencyKeyReused | MoneyError::LinkInactive => ErrorKind::Conflict,
+            MoneyError::LinkNotFound => ErrorKind::NotFound,
+            MoneyError::BankUnavailable => ErrorKind::Unavailable,
+            MoneyError::Store(_) | MoneyError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// What a charge asks for.
+#[derive(Debug, Clone)]
+pub struct ChargeRequest {
+    pub link_id: uuid::Uuid,
+    pub amount_yen: i64,
+    pub idempotency_key: String,
+}
+
+/// A charge as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Charge {
+    pub id: uuid::Uuid,
+    pub link_id: uuid::Uuid,
+    pub bank_code: String,
+    pub amount_yen: i64,
+    /// `pending` (the bank has not answered yet), `posted`, `rejected` or `voided`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// How a charge ended at the bank.
+#[derive(Debug, Clone, Copy)]
+enum Outcome<'a> {
+    Settled,
+    /// The bank said no (`insufficient_funds`…).
+    Rejected(&'a str),
+    /// The debit never happened (the bank never saw it, or the link ended first).
+    Voided(&'a str),
+}
+
+/// What the reconciler did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    pub posted: u64,
+    pub voided: u64,
+    /// Still pending: the bank could not be asked (unreachable, or the link ended).
+    pub unresolved: u64,
+}
+
+pub struct MoneyService {
+    ledger: Arc<Ledger>,
+    identity: Arc<IdentityService>,
+    links: Arc<LinkService>,
+}
+
+fn internal(error: impl std::fmt::Display) -> MoneyError {
+    MoneyError::Internal(error.to_string())
+}
+
+/// Midnight in Japan (UTC+9, no summer time) at the start of the day and of the month of
+/// `now_ms`, in ms since the epoch.
+pub fn japan_day_and_month_start(now_ms: i64) -> (i64, i64) {
+    let offset = time::UtcOffset::from_hms(9, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    let Ok(now) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+    else {
+        return (now_ms, now_ms);
+    };
+    let local = now.to_offset(offset);
+    let day = local.replace_time(time::Time::MIDNIGHT);
+    let month = day.replace_day(1).unwrap_or(day);
+    let ms = |moment: time::OffsetDateTime| {
+        i64::try_from(moment.unix_timestamp_nanos() / 1_000_000).unwrap_or(now_ms)
+    };
+    (ms(day), ms(month))
+}
+
+fn charge_from(row: &Row) -> Result<Charge, kinko_ledger::StoreError> {
+    Ok(Charge {
+        id: uuid::Uuid::from_u128(row.uuid(0)?),
+        link_id: uuid::Uuid::from_u128(row.uuid(1)?),
+        bank_code: row.text(2)?,
+        amount_yen: row.int(3)?,
+        status: row.text(4)?,
+        reason: row.opt_text(5)?,
+        created_at_ms: row.int(6)?,
+    })
+}
+
+const CHARGE_COLUMNS: &str =
+    "id, link_id, bank_code, amount_yen, status, reason, created_at, user_id, request_hash";
+
+fn sum(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, kinko_ledger::StoreError> {
+    Ok(tx.query_one(sql, params)?.opt_int(0)?.unwrap_or(0))
+}
+
+impl MoneyService {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        identity: Arc<IdentityService>,
+        links: Arc<LinkService>,
+    ) -> Self {
+        Self {
+            ledger,
+            identity,
+            links,
+        }
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub(crate) fn identity_database(&self) -> &Arc<kinko_store::sql::Database> {
+        self.identity.database()
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.identity.clock().now_ms()).unwrap_or(i64::MAX)
+    }
+
+    /// Charges the wallet from a linked bank account. See the crate doc for the steps.
+    pub fn charge(
+        &self,
+        session: &SessionInfo,
+        request: &ChargeRequest,
+    ) -> Result<Charge, MoneyError> {
+        let gate = self.identity.money_gate(session, true)?;
+        if let Some(reason) = gate.reasons.first() {
+            return Err(MoneyError::Gate(reason));
+        }
+        if request.amount_yen <= 0 {
+            return Err(MoneyError::AmountInvalid);
+        }
+        let key = &request.idempotency_key;
+        if key.is_empty()
+            || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX
+            || !key.bytes().all(|byte| (b'!'..=b'~').contains(&byte))
+        {
+            return Err(MoneyError::IdempotencyKeyInvalid);
+        }
+        let user_id = session.user_id;
+        let request_hash = format!(
+            "{:x}",
+            Sha256::digest(format!("charge|{}|{}", request.link_id, request.amount_yen))
+        );
+        let now_ms = self.now_ms();
+        let charge_id = uuid::Uuid::now_v7();
+        let outcome = self.identity.database().transaction(|tx: &mut dyn Tx| {
+            if let Some(existing) = tx.query_opt(
+                &format!(
+                    "SELECT {CHARGE_COLUMNS} FROM money_charges
+                     WHERE user_id = $1 AND idempotency_key = $2"
+                ),
+                &[Value::Uuid(user_id), key.as_str().into()],
+            )? {
+                if existing.text(8)? != request_hash {
+                    return Err(MoneyError::IdempotencyKeyReused);
+                }
+                return Ok(Err(charge_from(&existing)?));
+            }
+            // The user's row lock orders every charge of this wallet; the link's, of this link.
+            tx.query_opt(
+                &format!(
+                    "SELECT id FROM identity_users WHERE id = $1{}",
+                    tx.for_update()
+                ),
+                &[Value::Uuid(user_id)],
+            )?;
+            let link = tx
+                .query_opt(
+                    &format!(
+                        "SELECT bank_code, status, created_at FROM banking_links
+                         WHERE id = $1 AND user_id = $2{}",
+                        tx.for_update()
+                    ),
+                    &[Value::Uuid(request.link_id.as_u128()), Value::Uuid(user_id)],
+                )?
+                .ok_or(MoneyError::LinkNotFound)?;
+            let bank_code = link.text(0)?;
+            if link.text(1)? != "active" {
+                return Err(MoneyError::LinkInactive);
+            }
+            let linked_at_ms = link.int(2)?;
+            let code = BankCode::parse(&bank_code).map_err(internal)?;
+            let policy = registry::policy(tx, &code)?;
+            if !policy.charging_enabled {
+                return Err(MoneyError::ChargingDisabled);
+            }
+            let wait_until_ms = linked_at_ms + policy.new_link_wait_hours * HOUR_MS;
+            if now_ms < wait_until_ms {
+                return Err(MoneyError::NewLinkWait {
+                    retry_after_ms: wait_until_ms - now_ms,
+                });
+            }
+            if request.amount_yen > policy.charge_max_yen {
+                return Err(MoneyError::LimitExceeded("per-charge"));
+            }
+            let (day_start, month_start) = japan_day_and_month_start(now_ms);
+            let counted = "status IN ('pending', 'posted')";
+            let link_sum = |tx: &mut dyn Tx, since: i64| {
+                sum(
+                    tx,
+                    &format!(
+                        "SELECT CAST(SUM(amount_yen) AS BIGINT) FROM money_charges
+                         WHERE link_id = $1 AND {counted} AND created_at >= $2"
+                    ),
+                    &[Value::Uuid(request.link_id.as_u128()), since.into()],
+                )
+            };
+            let wallet_sum = |tx: &mut dyn Tx, since: i64| {
+                sum(
+                    tx,
+                    &format!(
+                        "SELECT CAST(SUM(amount_yen) AS BIGINT) FROM money_charges
+                         WHERE user_id = $1 AND {counted} AND created_at >= $2"
+                    ),
+                    &[Value::Uuid(user_id), since.into()],
+                )
+            };
+            let after = |spent: i64| spent.checked_add(request.amount_yen).unwrap_or(i64::MAX);
+            let new_link = now_ms < linked_at_ms + policy.new_link_period_days * DAY_MS;
+            let link_day = after(link_sum(tx, day_start)?);
+            if link_day > policy.daily_max_yen {
+                return Err(MoneyError::LimitExceeded("bank daily"));
+            }
+            if new_link && link_day > policy.new_link_daily_max_yen {
+                return Err(MoneyError::LimitExceeded("new link daily"));
+            }
+            if after(link_sum(tx, month_start)?) > policy.monthly_max_yen {
+                return Err(MoneyError::LimitExceeded("bank monthly"));
+            }
+            if after(wallet_sum(tx, day_start)?) > WALLET_DAILY_MAX_YEN {
+                return Err(MoneyError::LimitExceeded("wallet daily"));
+            }
+            if after(wallet_sum(tx, month_start)?) > WALLET_MONTHLY_MAX_YEN {
+                return Err(MoneyError::LimitExceeded("wallet monthly"));
+            }
+            tx.execute(
+                "INSERT INTO money_charges (id, user_id, link_id, bank_code, amount_yen,
+                 idempotency_key, request_hash, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
+                &[
+                    Value::Uuid(charge_id.as_u128()),
+                    Value::Uuid(user_id),
+                    Value::Uuid(request.link_id.as_u128()),
+                    bank_code.as_str().into(),
+                    request.amount_yen.into(),
+                    key.as_str().into(),
+                    request_hash.as_str().into(),
+                    now_ms.into(),
+                ],
+            )?;
+            let counterparty = counterparty_label(tx, request.link_id)?;
+            tx.execute(
+                "INSERT INTO money_movements (id, user_id, kind, amount_yen, status, counterparty,
+                 created_at, updated_at) VALUES ($1, $2, 'charge', $3, 'pending', $4, $5, $5)",
+                &[
+                    Value::Uuid(charge_id.as_u128()),
+                    Value::Uuid(user_id),
+                    request.amount_yen.into(),
+                    counterparty.as_str().into(),
+                    now_ms.into(),
+                ],
+            )?;
+            Ok(Ok(Charge {
+                id: charge_id,
+                link_id: request.link_id,
+                bank_code,
+                amount_yen: request.amount_yen,
+                status: "pending".to_owned(),
+                reason: None,
+                created_at_ms: now_ms,
+            }))
+        })?;
+        let charge = match outcome {
+            Ok(fresh) => fresh,
+            // The same request again: its charge, as it stands (the saved answer).
+            Err(existing) => return Ok(existing),
+        };
+        self.drive(user_id, charge)
+    }
+
+    /// Steps 3–5 for a charge whose row exists: pending transfer, bank debit, post or void.
+    fn drive(&self, user_id: u128, mut charge: Charge) -> Result<Charge, MoneyError> {
+        let wallet = accounts::wallet(user_id)?;
+        let settlement = accounts::settlement(&charge.bank_code)?;
+        accounts::ensure(
+            &self.ledger,
+            &[(wallet, code::WALLET), (settlement, code::SETTLEMENT)],
+        )?;
+        let pending_id = TransferId::from_u128(charge.id.as_u128()).map_err(internal)?;
+        let amount = u64::try_from(charge.amount_yen).map_err(internal)?;
+        let pending = TransferRequest {
+            flags: TransferFlags::PENDING,
+            ..TransferRequest::single_phase(
+                pending_id,
+                settlement,
+                wallet,
+                amount,
+                LEDGER_JPY,
+                transfer::CHARGE,
+            )
+        };
+        let results = self.ledger.create_transfers_blocking(vec![pending])?;
+        if !matches!(
+            results.first(),
+            Some(CreateTransferResult::Ok | CreateTransferResult::Exists)
+        ) {
+            return Err(internal(format!("pending charge refused: {results:?}")));
+        }
+        let key = charge.id.to_string();
+        let description = "Kinko チャージ";
+        let answer = self.links.bank_payment(
+            user_id,
+            charge.link_id,
+            &PaymentOrder {
+                kind: PaymentKind::Debit,
+                key: &key,
+                amount_yen: charge.amount_yen,
+                description,
+            },
+        );
+        crate::charge::failpoint("charge_after_bank_debit");
+        match answer {
+            Ok(payment) if payment.settled => {
+                self.resolve(&mut charge, Outcome::Settled)?;
+            }
+            Ok(payment) => {
+                let reason = payment.reason.as_deref().unwrap_or("rejected_by_bank");
+                self.resolve(&mut charge, Outcome::Rejected(reason))?;
+            }
+            Err(LinkError::BankUnavailable) => {
+                // Unknown whether the bank debited: the reconciler asks it by key later.
+                tracing::warn!(charge = %charge.id, "bank unreachable; the charge stays pending");
+            }
+            Err(LinkError::LinkInactive | LinkError::NotFound) => {
+                self.resolve(&mut charge, Outcome::Voided("link_inactive"))?;
+            }
+            Err(error) => return Err(internal(error)),
+        }
+        Ok(charge)
+    }
+
+    /// Posts or voids the pending transfer and records the outcome on the charge and its
+    /// movement. Idempotent: a resolved charge stays as it is.
+    fn resolve(&self, charge: &mut Charge, outcome: Outcome<'_>) -> Result<(), MoneyError> {
+        let (settled, reason) = match outcome {
+            Outcome::Settled => (true, None),
+            Outcome::Rejected(reason) | Outcome::Voided(reason) => (false, Some(reason)),
+        };
+        let pending_id = TransferId::from_u128(charge.id.as_u128()).map_err(internal)?;
+        // The post or void has its own id, derived from the charge's so a retry is idempotent.
+        let resolution_id = TransferId::from_u128(charge.id.as_u128() ^ 0x1).map_err(internal)?;
+        let request = TransferRequest {
+            id: resolution_id,
+            debit_account_id: None,
+            credit_account_id: None,
+            amount: 0,
+            pending_id: Some(pending_id),
+            ledger: 0,
+            code: 0,
+            flags: if settled {
+                TransferFlags::POST_PENDING
+            } else {
+                TransferFlags::VOID_PENDING
+            },
+            timeout_s: 0,
+        };
+        let request = if settled {
+            TransferRequest {
+                amount: u64::try_from(charge.amount_yen).map_err(internal)?,
+                ..request
+            }
+        } else {
+            request
+        };
+        let results = self.ledger.create_transfers_blocking(vec![request])?;
+        let status = match results.first() {
+            Some(CreateTransferResult::Ok | CreateTransferResult::Exists) => {
+                if settled {
+                    "posted"
+                } else {
+                    "voided"
+                }
+            }
+            Some(CreateTransferResult::PendingTransferAlreadyPosted) => "posted",
+            Some(CreateTransferResult::PendingTransferAlreadyVoided) => "voided",
+            other => return Err(internal(format!("resolving a charge failed: {other:?}"))),
+        };
+        let status = match outcome {
+            Outcome::Rejected(_) if status == "voided" => "rejected",
+            _ => status,
+        };
+        let now_ms = self.now_ms();
+        self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE money_charges SET status = $2, reason = $3, resolved_at = $4
+                 WHERE id = $1 AND status = 'pending'",
+                &[
+                    Value::Uuid(charge.id.as_u128()),
+                    status.into(),
+                    reason.map_or(Value::Null, Into::into),
+                    now_ms.into(),
+                ],
+            )?;
+            tx.execute(
+                "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
+                &[
+                    Value::Uuid(charge.id.as_u128()),
+                    status.into(),
+                    now_ms.into(),
+                ],
+            )
+        })?;
+        charge.status = status.to_owned();
+        charge.reason = reason.map(str::to_owned);
+        Ok(())
+    }
+
+    /// The wallet's charge `charge_id` (another wallet's answers like none at all).
+    pub fn charge_of(
+        &self,
+        session: &SessionInfo,
+        charge_id: uuid::Uuid,
+    ) -> Result<Option<Charge>, MoneyError> {
+        let row = self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.query_opt(
+                &format!(
+                    "SELECT {CHARGE_COLUMNS} FROM money_charges WHERE id = $1 AND user_id = $2"
+                ),
+                &[
+                    Value::Uuid(charge_id.as_u128()),
+                    Value::Uuid(session.user_id),
+                ],
+            )
+        })?;
+        Ok(row.as_ref().map(charge_from).transpose()?)
+    }
+
+    /// Resolves every charge pending for longer than `older_than_ms` by asking the bank for
+    /// the debit under the charge's key: settled → post, rejected or never seen → void.
+    pub fn reconcile(&self, older_than_ms: i64) -> Result<ReconcileReport, MoneyError> {
+        let cutoff = self.now_ms() - older_than_ms;
+        let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.query(
+                &format!(
+                    "SELECT {CHARGE_COLUMNS} FROM money_charges
+                     WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at LIMIT 1000"
+                ),
+                &[cutoff.into()],
+            )
+        })?;
+        let mut report = ReconcileReport::default();
+        for row in &rows {
+            let mut charge = charge_from(row)?;
+            let user_id = row.uuid(7)?;
+            // The pending transfer may be missing if the crash came before it: make sure it is
+            // there, so a post or void has something to resolve.
+            let wallet = accounts::wallet(user_id)?;
+            let settlement = accounts::settlement(&charge.bank_code)?;
+            accounts::ensure(
+                &self.ledger,
+                &[(wallet, code::WALLET), (settlement, code::SETTLEMENT)],
+            )?;
+            let pending = TransferRequest {
+                flags: TransferFlags::PENDING,
+                ..TransferRequest::single_phase(
+                    TransferId::from_u128(charge.id.as_u128()).map_err(internal)?,
+                    settlement,
+                    wallet,
+                    u64::try_from(charge.amount_yen).map_err(internal)?,
+                    LEDGER_JPY,
+                    transfer::CHARGE,
+                )
+            };
+            self.ledger.create_transfers_blocking(vec![pending])?;
+            let asked = self.links.bank_payment_status(
+                user_id,
+                charge.link_id,
+                PaymentKind::Debit,
+                &charge.id.to_string(),
+            );
+            match asked {
+                Ok(Some(payment)) if payment.settled => {
+                    self.resolve(&mut charge, Outcome::Settled)?;
+                    report.posted += 1;
+                }
+                Ok(Some(payment)) => {
+                    let reason = payment.reason.as_deref().unwrap_or("rejected_by_bank");
+                    self.resolve(&mut charge, Outcome::Rejected(reason))?;
+                    report.voided += 1;
+                }
+                Ok(None) => {
+                    self.resolve(&mut charge, Outcome::Voided("not_at_bank"))?;
+                    report.voided += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(charge = %charge.id, error = %error, "cannot reconcile a charge yet");
+                    report.unresolved += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What the owner reads for a charge's other side: the bank and the account's tail.
+fn counterparty_label(
+    tx: &mut dyn Tx,
+    link_id: uuid::Uuid,
+) -> Result<String, kinko_ledger::StoreError> {
+    let row = tx.query_opt(
+        "SELECT l.bank_code, l.account_label, b.name_ja FROM banking_links l
+         JOIN banking_partner_banks b ON b.code = l.bank_code WHERE l.id = $1",
+        &[Value::Uuid(link_id.as_u128())],
+    )?;
+    Ok(match row {
+        Some(row) => format!("{} {}", row.text(2)?, row.text(1)?),
+        None => String::new(),
+    })
+}
+
+/// Test hook: with `KINKO_FAILPOINT=<name>` the process dies right here, as a crash would
+/// (the crash tests use it to stop between the bank's debit and the ledger's post).
+pub fn failpoint(name: &str) {
+    if std::env::var("KINKO_FAILPOINT").is_ok_and(|value| value == name) {
+        tracing::error!(failpoint = name, "failpoint hit: aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,266 @@
+//! Money on the API: charges from a linked bank account (with `Idempotency-Key`), the wallet's
+//! balance, and its history (JSON pages, or CSV for Excel).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kinko_money::history::{Balance, HistoryFilter, HistoryPage};
+use kinko_money::{Charge, ChargeRequest, MoneyError, MoneyService};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::api::ApiJson;
+use crate::api::identity::Authenticated;
+use crate::problem::Problem;
+
+/// The header every money-moving POST carries.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/charges", post(charge))
+        .route("/charges/{charge_id}", get(charge_status))
+        .route("/wallet", get(balance))
+        .route("/wallet/history", get(history))
+        .route("/wallet/history.csv", get(history_csv))
+}
+
+impl From<MoneyError> for Problem {
+    fn from(error: MoneyError) -> Self {
+        let mut problem = Problem::from_error(&error, "money");
+        match error {
+            MoneyError::NewLinkWait { retry_after_ms } => problem.retry_after_ms(retry_after_ms),
+            MoneyError::LimitExceeded(which) => {
+                problem.detail = Some(format!("The {which} limit is reached."));
+                problem
+            }
+            _ => problem,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, MoneyError> + Send + 'static,
+) -> Result<T, Problem> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Problem::from),
+        Err(error) => {
+            tracing::error!(error = %error, "money task failed");
+            Err(Problem::internal())
+        }
+    }
+}
+
+fn money(state: &AppState) -> Arc<MoneyService> {
+    Arc::clone(&state.money)
+}
+
+/// The request's single `Idempotency-Key`; a missing, repeated or unreadable one is refused.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| MoneyError::IdempotencyKeyInvalid.into()),
+        _ => Err(MoneyError::IdempotencyKeyInvalid.into()),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChargeBody {
+    /// The active bank link to charge from.
+    link_id: uuid::Uuid,
+    /// Whole yen, above zero.
+    amount_yen: i64,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct ChargeView {
+    id: uuid::Uuid,
+    link_id: uuid::Uuid,
+    bank_code: String,
+    amount_yen: i64,
+    /// `posted`, `rejected`, `voided`, or `pending` (the bank has not answered yet).
+    status: String,
+    reason: Option<String>,
+    created_at_ms: i64,
+}
+
+impl From<Charge> for ChargeView {
+    fn from(charge: Charge) -> Self {
+        Self {
+            id: charge.id,
+            link_id: charge.link_id,
+            bank_code: charge.bank_code,
+            amount_yen: charge.amount_yen,
+            status: charge.status,
+            reason: charge.reason,
+            created_at_ms: charge.created_at_ms,
+        }
+    }
+}
+
+/// Charges the wallet from a linked bank account. The same `Idempotency-Key` with the same
+/// body answers the same charge; with another body, 409.
+#[utoipa::path(post, path = "/api/v1/charges", request_body = ChargeBody,
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = ChargeView, description = "posted or rejected"),
+        (status = 202, body = ChargeView, description = "pending: the bank has not answered yet"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn charge(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ChargeBody>,
+) -> Result<(StatusCode, Json<ChargeView>), Problem> {
+    let key = idempotency_key(&headers)?;
+    let service = money(&state);
+    let charge = blocking(move || {
+        service.charge(
+            &session,
+            &ChargeRequest {
+                link_id: body.link_id,
+                amount_yen: body.amount_yen,
+                idempotency_key: key,
+            },
+        )
+    })
+    .await?;
+    let status = if charge.status == "pending" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(charge.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/charges/{charge_id}", params(("charge_id" = uuid::Uuid, Path)),
+    responses((status = 200, body = ChargeView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn charge_status(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    Path(charge_id): Path<String>,
+) -> Result<Json<ChargeView>, Problem> {
+    let not_found = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "MONEY_CHARGE_NOT_FOUND",
+            "There is no such charge.",
+        )
+    };
+    let charge_id = uuid::Uuid::parse_str(&charge_id).map_err(|_| not_found())?;
+    let service = money(&state);
+    let charge = blocking(move || service.charge_of(&session, charge_id)).await?;
+    charge
+        .map(|charge| Json(charge.into()))
+        .ok_or_else(not_found)
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct BalanceView {
+    balance_yen: i64,
+    available_yen: i64,
+    pending_in_yen: i64,
+}
+
+impl From<Balance> for BalanceView {
+    fn from(balance: Balance) -> Self {
+        Self {
+            balance_yen: balance.balance_yen,
+            available_yen: balance.available_yen,
+            pending_in_yen: balance.pending_in_yen,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/wallet",
+    responses((status = 200, body = BalanceView), (status = 401, body = Problem)))]
+pub async fn balance(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<BalanceView>, Problem> {
+    let service = money(&state);
+    Ok(Json(
+        blocking(move || service.balance(&session)).await?.into(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    kind: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+impl From<HistoryQuery> for HistoryFilter {
+    fn from(query: HistoryQuery) -> Self {
+        Self {
+            kind: query.kind,
+            from_ms: query.from_ms,
+            to_ms: query.to_ms,
+            cursor: query.cursor,
+            limit: query.limit,
+        }
+    }
+}
+
+fn query_problem(rejection: &QueryRejection) -> Problem {
+    let mut problem = Problem::new(
+        StatusCode::BAD_REQUEST,
+        "REQUEST_INVALID",
+        "The query string is not valid for this endpoint.",
+    );
+    problem.detail = Some(rejection.body_text());
+    problem
+}
+
+/// The wallet's movements, newest first: `?kind=charge&from_ms=…&to_ms=…&limit=50&cursor=…`.
+#[utoipa::path(get, path = "/api/v1/wallet/history",
+    responses((status = 200, description = "A page of movements and the next cursor"), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub async fn history(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<HistoryPage>, Problem> {
+    let Query(query) = query.map_err(|rejection| query_problem(&rejection))?;
+    let service = money(&state);
+    let filter = HistoryFilter::from(query);
+    Ok(Json(
+        blocking(move || service.history(&session, &filter)).await?,
+    ))
+}
+
+/// The same movements as CSV (UTF-8 with a BOM, for Excel in Japan).
+pub async fn history_csv(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(|rejection| query_problem(&rejection))?;
+    let service = money(&state);
+    let filter = HistoryFilter::from(query);
+    let csv = blocking(move || service.history_csv(&session, &filter)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"kinko-history.csv\"",
+            ),
+        ],
+        csv,
+    )
+        .into_response())
+}

@@ -1,0 +1,401 @@
+//! Charges end to end, on both stores: `kinko serve` and `kinko bank-sandbox` on port 0, a
+//! wallet linked through the bank's own pages, then charges over real HTTP. Proves: a charge
+//! moves money once (ledger, history, CSV and the bank's balance agree), the same
+//! `Idempotency-Key` never charges twice and another body under it is refused, 50 parallel
+//! charges cannot pass a daily limit, a new link waits, a bank's refusal voids the charge, a
+//! crash between the bank's debit and the ledger's post is reconciled with the money moved
+//! exactly once, and bad input is problem+json with nothing moved. `kinko check` passes after
+//! each test.
+
+mod bank_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bank_support::{
+    Browser, Pair, approve_at_bank, complete, customer, set_policy, start, start_link, start_with,
+    wallet,
+};
+use serde_json::{Value, json};
+use support::{HttpResponse, Server, http_with, json_of, text_of};
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[test] fn $name() { super::$name("sqlite"); })+ }
+        mod postgres { $(#[test] fn $name() { super::$name("postgres"); })+ }
+    };
+}
+
+both!(
+    a_charge_moves_money_once,
+    parallel_charges_cannot_pass_the_daily_limit,
+    a_new_link_waits_and_a_bank_refusal_voids,
+    a_crash_after_the_bank_debit_is_reconciled,
+    bad_input_moves_nothing,
+);
+
+/// A wallet linked to hanako's account at 0001, with the bank's new-link wait lifted (the
+/// limits stay); answers the wallet's token and the link id.
+fn linked(pair: &Pair, admin_token: &str, wait_hours: i64) -> (String, String) {
+    set_policy(
+        pair,
+        admin_token,
+        "0001",
+        json!({ "new_link_wait_hours": wait_hours }),
+    );
+    let kinko = &pair.kinko;
+    let hanako = customer(0);
+    let token = wallet(
+        kinko,
+        "hanako@example.jp",
+        "090-1234-5678",
+        "SANDBOX-ID-0001",
+    );
+    let url = start_link(kinko, &token, "0001");
+    let mut at_bank = Browser::default();
+    let callback = approve_at_bank(&pair.bank, &mut at_bank, &url, &hanako, "0001");
+    let linked = complete(kinko, &token, &callback);
+    assert_eq!(linked.status, 201, "{}", linked.body);
+    (token, text_of(&json_of(&linked)["id"]))
+}
+
+fn charge(kinko: &Server, token: &str, key: &str, link_id: &str, amount: i64) -> HttpResponse {
+    let bearer = format!("Bearer {token}");
+    http_with(
+        &kinko.address,
+        "POST",
+        "/api/v1/charges",
+        Some(&json!({ "link_id": link_id, "amount_yen": amount }).to_string()),
+        &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
+    )
+}
+
+fn balance(kinko: &Server, token: &str) -> Value {
+    let response = kinko.call("GET", "/api/v1/wallet", None, Some(token));
+    assert_eq!(response.status, 200, "{}", response.body);
+    json_of(&response)
+}
+
+fn a_charge_moves_money_once(backend: &str) {
+    let pair = start(backend);
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    let (token, link_id) = linked(&pair, &admin_token, 0);
+    let hanako = customer(0);
+    let at_bank_before = pair.bank.balance(&hanako, "0001");
+    assert_eq!(balance(kinko, &token)["balance_yen"], 0);
+
+    let first = charge(kinko, &token, "charge-1", &link_id, 12_345);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first = json_of(&first);
+    assert_eq!(first["status"], "posted", "{first}");
+    assert_eq!(first["amount_yen"], 12_345);
+    let held = balance(kinko, &token);
+    assert_eq!(held["balance_yen"], 12_345, "{held}");
+    assert_eq!(held["available_yen"], 12_345, "{held}");
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 12_345);
+
+    // The same key and body: the same charge, no second debit.
+    let again = charge(kinko, &token, "charge-1", &link_id, 12_345);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(json_of(&again)["id"], first["id"]);
+    assert_eq!(balance(kinko, &token)["balance_yen"], 12_345);
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 12_345);
+    // The same key with another body: refused, nothing moved.
+    kinko.assert_problem(
+        &charge(kinko, &token, "charge-1", &link_id, 99),
+        409,
+        "IDEMPOTENCY_KEY_REUSED",
+    );
+    assert_eq!(balance(kinko, &token)["balance_yen"], 12_345);
+
+    // The owner sees it: the history names the bank and the account's tail; the CSV opens
+    // in Excel (BOM) and carries the amount.
+    let history = json_of(&kinko.call("GET", "/api/v1/wallet/history", None, Some(&token)));
+    let movements = history["movements"].as_array().cloned().unwrap_or_default();
+    assert_eq!(movements.len(), 1, "{history}");
+    assert_eq!(movements[0]["kind"], "charge");
+    assert_eq!(movements[0]["status"], "posted");
+    let counterparty = text_of(&movements[0]["counterparty"]);
+    assert!(counterparty.contains("みずほ"), "{counterparty}");
+    assert!(
+        counterparty.contains(&hanako.accounts[0].number[4..]),
+        "{counterparty}"
+    );
+    let csv = kinko.call("GET", "/api/v1/wallet/history.csv", None, Some(&token));
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/csv")
+    );
+    assert!(csv.body.starts_with('\u{feff}'), "no BOM");
+    assert!(csv.body.contains(",12345,"), "{}", csv.body);
+    // Another wallet sees none of it.
+    let other = wallet(kinko, "taro@example.jp", "090-2222-3333", "SANDBOX-ID-0002");
+    let theirs = json_of(&kinko.call("GET", "/api/v1/wallet/history", None, Some(&other)));
+    assert_eq!(theirs["movements"], json!([]));
+    let charge_id = text_of(&first["id"]);
+    kinko.assert_problem(
+        &kinko.call(
+            "GET",
+            &format!("/api/v1/charges/{charge_id}"),
+            None,
+            Some(&other),
+        ),
+        404,
+        "MONEY_CHARGE_NOT_FOUND",
+    );
+    kinko.assert_problem(
+        &charge(kinko, &other, "theirs-1", &link_id, 1_000),
+        404,
+        "BANK_LINK_NOT_FOUND",
+    );
+    kinko.assert_books_balance();
+}
+
+fn parallel_charges_cannot_pass_the_daily_limit(backend: &str) {
+    let pair = start(backend);
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    // A new link may take ¥30,000 a day (the default new-link limit).
+    let (token, link_id) = linked(&pair, &admin_token, 0);
+    let hanako = customer(0);
+    let at_bank_before = pair.bank.balance(&hanako, "0001");
+    let outcomes: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50)
+            .map(|index| {
+                let token = token.clone();
+                let link_id = link_id.clone();
+                scope.spawn(move || {
+                    let response =
+                        charge(kinko, &token, &format!("parallel-{index}"), &link_id, 1_000);
+                    (response.status, json_of(&response))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| panic!("a charge thread panicked"))
+            })
+            .collect()
+    });
+    let posted = outcomes
+        .iter()
+        .filter(|(status, body)| *status == 201 && body["status"] == "posted")
+        .count();
+    let limited = outcomes
+        .iter()
+        .filter(|(status, body)| *status == 403 && body["code"] == "MONEY_LIMIT_EXCEEDED")
+        .count();
+    assert_eq!(posted, 30, "{outcomes:?}");
+    assert_eq!(limited, 20, "{outcomes:?}");
+    assert_eq!(balance(kinko, &token)["balance_yen"], 30_000);
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 30_000);
+    kinko.assert_books_balance();
+}
+
+fn a_new_link_waits_and_a_bank_refusal_voids(backend: &str) {
+    let pair = start(backend);
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    // The bank's default: a new link waits 24 hours before its first charge.
+    let (token, link_id) = linked(&pair, &admin_token, 24);
+    let waiting = charge(kinko, &token, "too-early", &link_id, 1_000);
+    kinko.assert_problem(&waiting, 403, "MONEY_NEW_LINK_WAIT");
+    assert!(waiting.header("retry-after").is_some());
+    set_policy(
+        &pair,
+        &admin_token,
+        "0001",
+        json!({ "new_link_wait_hours": 0 }),
+    );
+    // The holder's account is nearly empty: the bank rejects, the pending charge is voided.
+    let hanako = customer(0);
+    pair.bank.set_balance(&hanako, "0001", 500);
+    let refused = charge(kinko, &token, "too-much", &link_id, 1_000);
+    assert_eq!(refused.status, 201, "{}", refused.body);
+    let refused = json_of(&refused);
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["reason"], "insufficient_funds", "{refused}");
+    let held = balance(kinko, &token);
+    assert_eq!(held["balance_yen"], 0, "{held}");
+    assert_eq!(held["pending_in_yen"], 0, "{held}");
+    assert_eq!(pair.bank.balance(&hanako, "0001"), 500);
+    // The bank's switch: charging off at this bank.
+    set_policy(
+        &pair,
+        &admin_token,
+        "0001",
+        json!({ "charging_enabled": false }),
+    );
+    kinko.assert_problem(
+        &charge(kinko, &token, "switched-off", &link_id, 100),
+        403,
+        "BANK_CHARGING_DISABLED",
+    );
+    kinko.assert_books_balance();
+}
+
+fn a_crash_after_the_bank_debit_is_reconciled(backend: &str) {
+    let mut pair = start_with(backend, &[("KINKO_FAILPOINT", "charge_after_bank_debit")]);
+    let admin_token = pair.kinko.operator_token(&pair.admin, 0);
+    let (token, link_id) = linked(&pair, &admin_token, 0);
+    let hanako = customer(0);
+    let at_bank_before = pair.bank.balance(&hanako, "0001");
+    // The server dies between the bank's debit and the ledger's post: no answer comes.
+    let bearer = format!("Bearer {token}");
+    let body = json!({ "link_id": link_id, "amount_yen": 7_000 }).to_string();
+    let address = pair.kinko.address.clone();
+    let crashed = std::panic::catch_unwind(|| {
+        http_with(
+            &address,
+            "POST",
+            "/api/v1/charges",
+            Some(&body),
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Idempotency-Key", "crash-1"),
+            ],
+        )
+    });
+    assert!(
+        crashed.is_err()
+            || crashed
+                .as_ref()
+                .is_ok_and(|response| response.status >= 500),
+        "the failpoint did not stop the server"
+    );
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 7_000);
+    // Back up, with the reconciler looking at once: the debit is found by its key and posted.
+    let issuer = pair.bank.issuer();
+    pair.kinko.restart(&[
+        ("KINKO_BANK_SANDBOX_URL", issuer.as_str()),
+        ("KINKO_OUTGOING_FREEZE_S", "0"),
+        ("KINKO_RECONCILE_AFTER_S", "0"),
+        ("KINKO_RECONCILE_EVERY_S", "1"),
+    ]);
+    let kinko = &pair.kinko;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while balance(kinko, &token)["balance_yen"] != 7_000 {
+        assert!(Instant::now() < deadline, "{}", balance(kinko, &token));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Exactly once: the bank was debited once, and the same request again changes nothing.
+    let again = charge(kinko, &token, "crash-1", &link_id, 7_000);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(json_of(&again)["status"], "posted");
+    assert_eq!(balance(kinko, &token)["balance_yen"], 7_000);
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 7_000);
+    kinko.assert_books_balance();
+}
+
+fn bad_input_moves_nothing(backend: &str) {
+    let pair = start(backend);
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    let (token, link_id) = linked(&pair, &admin_token, 0);
+    let bearer = format!("Bearer {token}");
+    let post = |body: &str, key: Option<&str>| {
+        let mut headers = vec![("Authorization", bearer.as_str())];
+        if let Some(key) = key {
+            headers.push(("Idempotency-Key", key));
+        }
+        http_with(
+            &kinko.address,
+            "POST",
+            "/api/v1/charges",
+            Some(body),
+            &headers,
+        )
+    };
+    let valid = json!({ "link_id": link_id, "amount_yen": 1_000 }).to_string();
+    kinko.assert_problem(&post(&valid, None), 400, "IDEMPOTENCY_KEY_INVALID");
+    kinko.assert_problem(
+        &post(&valid, Some("has space")),
+        400,
+        "IDEMPOTENCY_KEY_INVALID",
+    );
+    for (body, code) in [
+        (
+            json!({ "link_id": link_id, "amount_yen": 0 }),
+            "MONEY_AMOUNT_INVALID",
+        ),
+        (
+            json!({ "link_id": link_id, "amount_yen": -5 }),
+            "MONEY_AMOUNT_INVALID",
+        ),
+        (
+            json!({ "link_id": link_id, "amount_yen": "1000" }),
+            "REQUEST_INVALID",
+        ),
+        (
+            json!({ "link_id": link_id, "amount_yen": 10.5 }),
+            "REQUEST_INVALID",
+        ),
+        (
+            json!({ "link_id": "nope", "amount_yen": 1 }),
+            "REQUEST_INVALID",
+        ),
+    ] {
+        kinko.assert_problem(&post(&body.to_string(), Some("bad-1")), 400, code);
+    }
+    kinko.assert_problem(
+        &post(
+            &json!({ "link_id": uuid_like(), "amount_yen": 1_000 }).to_string(),
+            Some("bad-2"),
+        ),
+        404,
+        "BANK_LINK_NOT_FOUND",
+    );
+    kinko.assert_problem(
+        &post(
+            &json!({ "link_id": link_id, "amount_yen": 100_001 }).to_string(),
+            Some("bad-3"),
+        ),
+        403,
+        "MONEY_LIMIT_EXCEEDED",
+    );
+    kinko.assert_problem(
+        &kinko.call("GET", "/api/v1/wallet", None, None),
+        401,
+        "SESSION_INVALID",
+    );
+    kinko.assert_problem(
+        &kinko.call(
+            "GET",
+            "/api/v1/wallet/history?kind=gift",
+            None,
+            Some(&token),
+        ),
+        400,
+        "MONEY_FILTER_INVALID",
+    );
+    kinko.assert_problem(
+        &kinko.call(
+            "GET",
+            "/api/v1/wallet/history?cursor=zzz",
+            None,
+            Some(&token),
+        ),
+        400,
+        "MONEY_CURSOR_INVALID",
+    );
+    kinko.assert_problem(
+        &kinko.call("GET", "/api/v1/wallet/history?limit=0", None, Some(&token)),
+        400,
+        "MONEY_FILTER_INVALID",
+    );
+    let held = balance(kinko, &token);
+    assert_eq!(held["balance_yen"], 0, "{held}");
+    let history = json_of(&kinko.call("GET", "/api/v1/wallet/history", None, Some(&token)));
+    assert_eq!(history["movements"], json!([]), "{history}");
+    kinko.assert_books_balance();
+}
+
+fn uuid_like() -> String {
+    "0192f000-0000-7000-8000-000000000abc".to_owned()
+}
