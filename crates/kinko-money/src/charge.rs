@@ -135,10 +135,61 @@ pub struct ChargeRequest {
     pub idempotency_key: String,
 }
 
-/// A charge as its owner sees it.
+/// Which way money crosses to the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Bank account → wallet (a debit at the bank).
+    Charge,
+    /// Wallet → bank account (a credit at the bank).
+    Withdrawal,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Charge => "charge",
+            Direction::Withdrawal => "withdrawal",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "charge" => Some(Direction::Charge),
+            "withdrawal" => Some(Direction::Withdrawal),
+            _ => None,
+        }
+    }
+
+    fn bank_kind(self) -> PaymentKind {
+        match self {
+            Direction::Charge => PaymentKind::Debit,
+            Direction::Withdrawal => PaymentKind::Credit,
+        }
+    }
+
+    /// What the bank's customer reads on their statement.
+    fn description(self) -> &'static str {
+        match self {
+            Direction::Charge => "Kinko チャージ",
+            Direction::Withdrawal => "Kinko 出金",
+        }
+    }
+}
+
+/// Whether the pending transfer could be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reserved {
+    Yes,
+    /// A withdrawal the wallet's balance does not cover.
+    InsufficientFunds,
+}
+
+/// A charge or a withdrawal as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Charge {
     pub id: uuid::Uuid,
+    /// `charge` or `withdrawal`.
+    pub direction: String,
     pub link_id: uuid::Uuid,
     pub bank_code: String,
     pub amount_yen: i64,
@@ -197,6 +248,7 @@ pub fn japan_day_and_month_start(now_ms: i64) -> (i64, i64) {
 fn charge_from(row: &Row) -> Result<Charge, kinko_ledger::StoreError> {
     Ok(Charge {
         id: uuid::Uuid::from_u128(row.uuid(0)?),
+        direction: row.text(9)?,
         link_id: uuid::Uuid::from_u128(row.uuid(1)?),
         bank_code: row.text(2)?,
         amount_yen: row.int(3)?,
@@ -206,8 +258,8 @@ fn charge_from(row: &Row) -> Result<Charge, kinko_ledger::StoreError> {
     })
 }
 
-const CHARGE_COLUMNS: &str =
-    "id, link_id, bank_code, amount_yen, status, reason, created_at, user_id, request_hash";
+const CHARGE_COLUMNS: &str = "id, link_id, bank_code, amount_yen, status, reason, created_at, \
+     user_id, request_hash, direction";
 
 fn sum(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, kinko_ledger::StoreError> {
     Ok(tx.query_one(sql, params)?.opt_int(0)?.unwrap_or(0))
@@ -244,7 +296,31 @@ impl MoneyService {
         session: &SessionInfo,
         request: &ChargeRequest,
     ) -> Result<Charge, MoneyError> {
-        let gate = self.identity.money_gate(session, true)?;
+        self.cross_to_bank(session, Direction::Charge, request)
+    }
+
+    /// Withdraws to a linked bank account: only an account whose holder matched the wallet's
+    /// KYC'd identity can be linked at all, so money leaves only to its owner. The same steps
+    /// as a charge the other way round: the wallet's funds are reserved first (a pending
+    /// transfer cannot overdraw), then the bank credits, then the reservation posts or is
+    /// released.
+    pub fn withdraw(
+        &self,
+        session: &SessionInfo,
+        request: &ChargeRequest,
+    ) -> Result<Charge, MoneyError> {
+        self.cross_to_bank(session, Direction::Withdrawal, request)
+    }
+
+    fn cross_to_bank(
+        &self,
+        session: &SessionInfo,
+        direction: Direction,
+        request: &ChargeRequest,
+    ) -> Result<Charge, MoneyError> {
+        let gate = self
+            .identity
+            .money_gate(session, direction == Direction::Charge)?;
         if let Some(reason) = gate.reasons.first() {
             return Err(MoneyError::Gate(reason));
         }
@@ -261,14 +337,19 @@ impl MoneyService {
         let user_id = session.user_id;
         let request_hash = format!(
             "{:x}",
-            Sha256::digest(format!("charge|{}|{}", request.link_id, request.amount_yen))
+            Sha256::digest(format!(
+                "{}|{}|{}",
+                direction.as_str(),
+                request.link_id,
+                request.amount_yen
+            ))
         );
         let now_ms = self.now_ms();
         let charge_id = uuid::Uuid::now_v7();
         let outcome = self.identity.database().transaction(|tx: &mut dyn Tx| {
             if let Some(existing) = tx.query_opt(
                 &format!(
-                    "SELECT {CHARGE_COLUMNS} FROM money_charges
+                    "SELECT {CHARGE_COLUMNS} FROM money_bank_transfers
                      WHERE user_id = $1 AND idempotency_key = $2"
                 ),
                 &[Value::Uuid(user_id), key.as_str().into()],
@@ -303,62 +384,64 @@ impl MoneyService {
             let linked_at_ms = link.int(2)?;
             let code = BankCode::parse(&bank_code).map_err(internal)?;
             let policy = registry::policy(tx, &code)?;
-            if !policy.charging_enabled {
-                return Err(MoneyError::ChargingDisabled);
-            }
-            let wait_until_ms = linked_at_ms + policy.new_link_wait_hours * HOUR_MS;
-            if now_ms < wait_until_ms {
-                return Err(MoneyError::NewLinkWait {
-                    retry_after_ms: wait_until_ms - now_ms,
-                });
-            }
-            if request.amount_yen > policy.charge_max_yen {
-                return Err(MoneyError::LimitExceeded("per-charge"));
-            }
-            let (day_start, month_start) = japan_day_and_month_start(now_ms);
-            let counted = "status IN ('pending', 'posted')";
-            let link_sum = |tx: &mut dyn Tx, since: i64| {
-                sum(
-                    tx,
-                    &format!(
-                        "SELECT CAST(SUM(amount_yen) AS BIGINT) FROM money_charges
+            if direction == Direction::Charge {
+                if !policy.charging_enabled {
+                    return Err(MoneyError::ChargingDisabled);
+                }
+                let wait_until_ms = linked_at_ms + policy.new_link_wait_hours * HOUR_MS;
+                if now_ms < wait_until_ms {
+                    return Err(MoneyError::NewLinkWait {
+                        retry_after_ms: wait_until_ms - now_ms,
+                    });
+                }
+                if request.amount_yen > policy.charge_max_yen {
+                    return Err(MoneyError::LimitExceeded("per-charge"));
+                }
+                let (day_start, month_start) = japan_day_and_month_start(now_ms);
+                let counted = "direction = 'charge' AND status IN ('pending', 'posted')";
+                let link_sum = |tx: &mut dyn Tx, since: i64| {
+                    sum(
+                        tx,
+                        &format!(
+                            "SELECT CAST(SUM(amount_yen) AS BIGINT) FROM money_bank_transfers
                          WHERE link_id = $1 AND {counted} AND created_at >= $2"
-                    ),
-                    &[Value::Uuid(request.link_id.as_u128()), since.into()],
-                )
-            };
-            let wallet_sum = |tx: &mut dyn Tx, since: i64| {
-                sum(
-                    tx,
-                    &format!(
-                        "SELECT CAST(SUM(amount_yen) AS BIGINT) FROM money_charges
+                        ),
+                        &[Value::Uuid(request.link_id.as_u128()), since.into()],
+                    )
+                };
+                let wallet_sum = |tx: &mut dyn Tx, since: i64| {
+                    sum(
+                        tx,
+                        &format!(
+                            "SELECT CAST(SUM(amount_yen) AS BIGINT) FROM money_bank_transfers
                          WHERE user_id = $1 AND {counted} AND created_at >= $2"
-                    ),
-                    &[Value::Uuid(user_id), since.into()],
-                )
-            };
-            let after = |spent: i64| spent.checked_add(request.amount_yen).unwrap_or(i64::MAX);
-            let new_link = now_ms < linked_at_ms + policy.new_link_period_days * DAY_MS;
-            let link_day = after(link_sum(tx, day_start)?);
-            if link_day > policy.daily_max_yen {
-                return Err(MoneyError::LimitExceeded("bank daily"));
-            }
-            if new_link && link_day > policy.new_link_daily_max_yen {
-                return Err(MoneyError::LimitExceeded("new link daily"));
-            }
-            if after(link_sum(tx, month_start)?) > policy.monthly_max_yen {
-                return Err(MoneyError::LimitExceeded("bank monthly"));
-            }
-            if after(wallet_sum(tx, day_start)?) > WALLET_DAILY_MAX_YEN {
-                return Err(MoneyError::LimitExceeded("wallet daily"));
-            }
-            if after(wallet_sum(tx, month_start)?) > WALLET_MONTHLY_MAX_YEN {
-                return Err(MoneyError::LimitExceeded("wallet monthly"));
+                        ),
+                        &[Value::Uuid(user_id), since.into()],
+                    )
+                };
+                let after = |spent: i64| spent.checked_add(request.amount_yen).unwrap_or(i64::MAX);
+                let new_link = now_ms < linked_at_ms + policy.new_link_period_days * DAY_MS;
+                let link_day = after(link_sum(tx, day_start)?);
+                if link_day > policy.daily_max_yen {
+                    return Err(MoneyError::LimitExceeded("bank daily"));
+                }
+                if new_link && link_day > policy.new_link_daily_max_yen {
+                    return Err(MoneyError::LimitExceeded("new link daily"));
+                }
+                if after(link_sum(tx, month_start)?) > policy.monthly_max_yen {
+                    return Err(MoneyError::LimitExceeded("bank monthly"));
+                }
+                if after(wallet_sum(tx, day_start)?) > WALLET_DAILY_MAX_YEN {
+                    return Err(MoneyError::LimitExceeded("wallet daily"));
+                }
+                if after(wallet_sum(tx, month_start)?) > WALLET_MONTHLY_MAX_YEN {
+                    return Err(MoneyError::LimitExceeded("wallet monthly"));
+                }
             }
             tx.execute(
-                "INSERT INTO money_charges (id, user_id, link_id, bank_code, amount_yen,
-                 idempotency_key, request_hash, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
+                "INSERT INTO money_bank_transfers (id, user_id, link_id, bank_code, amount_yen,
+                 idempotency_key, request_hash, status, created_at, direction)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
                 &[
                     Value::Uuid(charge_id.as_u128()),
                     Value::Uuid(user_id),
@@ -368,22 +451,25 @@ impl MoneyService {
                     key.as_str().into(),
                     request_hash.as_str().into(),
                     now_ms.into(),
+                    direction.as_str().into(),
                 ],
             )?;
             let counterparty = counterparty_label(tx, request.link_id)?;
             tx.execute(
                 "INSERT INTO money_movements (id, user_id, kind, amount_yen, status, counterparty,
-                 created_at, updated_at) VALUES ($1, $2, 'charge', $3, 'pending', $4, $5, $5)",
+                 created_at, updated_at) VALUES ($1, $2, $6, $3, 'pending', $4, $5, $5)",
                 &[
                     Value::Uuid(charge_id.as_u128()),
                     Value::Uuid(user_id),
                     request.amount_yen.into(),
                     counterparty.as_str().into(),
                     now_ms.into(),
+                    direction.as_str().into(),
                 ],
             )?;
             Ok(Ok(Charge {
                 id: charge_id,
+                direction: direction.as_str().to_owned(),
                 link_id: request.link_id,
                 bank_code,
                 amount_yen: request.amount_yen,
@@ -402,42 +488,20 @@ impl MoneyService {
 
     /// Steps 3–5 for a charge whose row exists: pending transfer, bank debit, post or void.
     fn drive(&self, user_id: u128, mut charge: Charge) -> Result<Charge, MoneyError> {
-        let wallet = accounts::wallet(user_id)?;
-        let settlement = accounts::settlement(&charge.bank_code)?;
-        accounts::ensure(
-            &self.ledger,
-            &[(wallet, code::WALLET), (settlement, code::SETTLEMENT)],
-        )?;
-        let pending_id = TransferId::from_u128(charge.id.as_u128()).map_err(internal)?;
-        let amount = u64::try_from(charge.amount_yen).map_err(internal)?;
-        let pending = TransferRequest {
-            flags: TransferFlags::PENDING,
-            ..TransferRequest::single_phase(
-                pending_id,
-                settlement,
-                wallet,
-                amount,
-                LEDGER_JPY,
-                transfer::CHARGE,
-            )
-        };
-        let results = self.ledger.create_transfers_blocking(vec![pending])?;
-        if !matches!(
-            results.first(),
-            Some(CreateTransferResult::Ok | CreateTransferResult::Exists)
-        ) {
-            return Err(internal(format!("pending charge refused: {results:?}")));
+        let direction = Direction::parse(&charge.direction).ok_or_else(|| internal("direction"))?;
+        if self.reserve(user_id, &charge, direction)? == Reserved::InsufficientFunds {
+            self.record(&mut charge, "rejected", Some("insufficient_funds"))?;
+            return Ok(charge);
         }
         let key = charge.id.to_string();
-        let description = "Kinko チャージ";
         let answer = self.links.bank_payment(
             user_id,
             charge.link_id,
             &PaymentOrder {
-                kind: PaymentKind::Debit,
+                kind: direction.bank_kind(),
                 key: &key,
                 amount_yen: charge.amount_yen,
-                description,
+                description: direction.description(),
             },
         );
         crate::charge::failpoint("charge_after_bank_debit");
@@ -459,6 +523,76 @@ impl MoneyService {
             Err(error) => return Err(internal(error)),
         }
         Ok(charge)
+    }
+
+    /// The pending ledger transfer (id = the row's): settlement → wallet for a charge, wallet
+    /// → settlement for a withdrawal (which the wallet's balance must cover). Idempotent.
+    fn reserve(
+        &self,
+        user_id: u128,
+        charge: &Charge,
+        direction: Direction,
+    ) -> Result<Reserved, MoneyError> {
+        let wallet = accounts::wallet(user_id)?;
+        let settlement = accounts::settlement(&charge.bank_code)?;
+        accounts::ensure(
+            &self.ledger,
+            &[(wallet, code::WALLET), (settlement, code::SETTLEMENT)],
+        )?;
+        let (debit, credit, code) = match direction {
+            Direction::Charge => (settlement, wallet, transfer::CHARGE),
+            Direction::Withdrawal => (wallet, settlement, transfer::WITHDRAWAL),
+        };
+        let pending = TransferRequest {
+            flags: TransferFlags::PENDING,
+            ..TransferRequest::single_phase(
+                TransferId::from_u128(charge.id.as_u128()).map_err(internal)?,
+                debit,
+                credit,
+                u64::try_from(charge.amount_yen).map_err(internal)?,
+                LEDGER_JPY,
+                code,
+            )
+        };
+        let results = self.ledger.create_transfers_blocking(vec![pending])?;
+        match results.first() {
+            Some(CreateTransferResult::Ok | CreateTransferResult::Exists) => Ok(Reserved::Yes),
+            Some(CreateTransferResult::ExceedsCredits) => Ok(Reserved::InsufficientFunds),
+            other => Err(internal(format!("pending transfer refused: {other:?}"))),
+        }
+    }
+
+    /// Records a final status on the row and its movement (only while it is pending).
+    fn record(
+        &self,
+        charge: &mut Charge,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Result<(), MoneyError> {
+        let now_ms = self.now_ms();
+        self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE money_bank_transfers SET status = $2, reason = $3, resolved_at = $4
+                 WHERE id = $1 AND status = 'pending'",
+                &[
+                    Value::Uuid(charge.id.as_u128()),
+                    status.into(),
+                    reason.map_or(Value::Null, Into::into),
+                    now_ms.into(),
+                ],
+            )?;
+            tx.execute(
+                "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
+                &[
+                    Value::Uuid(charge.id.as_u128()),
+                    status.into(),
+                    now_ms.into(),
+                ],
+            )
+        })?;
+        charge.status = status.to_owned();
+        charge.reason = reason.map(str::to_owned);
+        Ok(())
     }
 
     /// Posts or voids the pending transfer and records the outcome on the charge and its
@@ -511,46 +645,26 @@ impl MoneyService {
             Outcome::Rejected(_) if status == "voided" => "rejected",
             _ => status,
         };
-        let now_ms = self.now_ms();
-        self.identity.database().transaction(|tx: &mut dyn Tx| {
-            tx.execute(
-                "UPDATE money_charges SET status = $2, reason = $3, resolved_at = $4
-                 WHERE id = $1 AND status = 'pending'",
-                &[
-                    Value::Uuid(charge.id.as_u128()),
-                    status.into(),
-                    reason.map_or(Value::Null, Into::into),
-                    now_ms.into(),
-                ],
-            )?;
-            tx.execute(
-                "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
-                &[
-                    Value::Uuid(charge.id.as_u128()),
-                    status.into(),
-                    now_ms.into(),
-                ],
-            )
-        })?;
-        charge.status = status.to_owned();
-        charge.reason = reason.map(str::to_owned);
-        Ok(())
+        self.record(charge, status, reason)
     }
 
-    /// The wallet's charge `charge_id` (another wallet's answers like none at all).
-    pub fn charge_of(
+    /// The wallet's charge or withdrawal `id` (another wallet's answers like none at all).
+    pub fn bank_transfer_of(
         &self,
         session: &SessionInfo,
-        charge_id: uuid::Uuid,
+        direction: Direction,
+        id: uuid::Uuid,
     ) -> Result<Option<Charge>, MoneyError> {
         let row = self.identity.database().transaction(|tx: &mut dyn Tx| {
             tx.query_opt(
                 &format!(
-                    "SELECT {CHARGE_COLUMNS} FROM money_charges WHERE id = $1 AND user_id = $2"
+                    "SELECT {CHARGE_COLUMNS} FROM money_bank_transfers
+                     WHERE id = $1 AND user_id = $2 AND direction = $3"
                 ),
                 &[
-                    Value::Uuid(charge_id.as_u128()),
+                    Value::Uuid(id.as_u128()),
                     Value::Uuid(session.user_id),
+                    direction.as_str().into(),
                 ],
             )
         })?;
@@ -564,7 +678,7 @@ impl MoneyService {
         let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
             tx.query(
                 &format!(
-                    "SELECT {CHARGE_COLUMNS} FROM money_charges
+                    "SELECT {CHARGE_COLUMNS} FROM money_bank_transfers
                      WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at LIMIT 1000"
                 ),
                 &[cutoff.into()],
@@ -574,30 +688,19 @@ impl MoneyService {
         for row in &rows {
             let mut charge = charge_from(row)?;
             let user_id = row.uuid(7)?;
+            let direction =
+                Direction::parse(&charge.direction).ok_or_else(|| internal("direction"))?;
             // The pending transfer may be missing if the crash came before it: make sure it is
             // there, so a post or void has something to resolve.
-            let wallet = accounts::wallet(user_id)?;
-            let settlement = accounts::settlement(&charge.bank_code)?;
-            accounts::ensure(
-                &self.ledger,
-                &[(wallet, code::WALLET), (settlement, code::SETTLEMENT)],
-            )?;
-            let pending = TransferRequest {
-                flags: TransferFlags::PENDING,
-                ..TransferRequest::single_phase(
-                    TransferId::from_u128(charge.id.as_u128()).map_err(internal)?,
-                    settlement,
-                    wallet,
-                    u64::try_from(charge.amount_yen).map_err(internal)?,
-                    LEDGER_JPY,
-                    transfer::CHARGE,
-                )
-            };
-            self.ledger.create_transfers_blocking(vec![pending])?;
+            if self.reserve(user_id, &charge, direction)? == Reserved::InsufficientFunds {
+                self.record(&mut charge, "rejected", Some("insufficient_funds"))?;
+                report.voided += 1;
+                continue;
+            }
             let asked = self.links.bank_payment_status(
                 user_id,
                 charge.link_id,
-                PaymentKind::Debit,
+                direction.bank_kind(),
                 &charge.id.to_string(),
             );
             match asked {

@@ -19,4 +19,4 @@ pub mod accounts;
 pub mod charge;
 pub mod history;
 
-pub use charge::{Charge, ChargeRequest, MoneyError, MoneyService};
+pub use charge::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};

@@ -32,6 +32,7 @@ both!(
     a_new_link_waits_and_a_bank_refusal_voids,
     a_crash_after_the_bank_debit_is_reconciled,
     bad_input_moves_nothing,
+    a_withdrawal_goes_back_to_the_holders_account,
 );
 
 /// A wallet linked to hanako's account at 0001, with the bank's new-link wait lifted (the
@@ -393,6 +394,95 @@ fn bad_input_moves_nothing(backend: &str) {
     assert_eq!(held["balance_yen"], 0, "{held}");
     let history = json_of(&kinko.call("GET", "/api/v1/wallet/history", None, Some(&token)));
     assert_eq!(history["movements"], json!([]), "{history}");
+    kinko.assert_books_balance();
+}
+
+fn withdraw(kinko: &Server, token: &str, key: &str, link_id: &str, amount: i64) -> HttpResponse {
+    let bearer = format!("Bearer {token}");
+    http_with(
+        &kinko.address,
+        "POST",
+        "/api/v1/withdrawals",
+        Some(&json!({ "link_id": link_id, "amount_yen": amount }).to_string()),
+        &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
+    )
+}
+
+fn a_withdrawal_goes_back_to_the_holders_account(backend: &str) {
+    let pair = start(backend);
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    let (token, link_id) = linked(&pair, &admin_token, 0);
+    let hanako = customer(0);
+    let at_bank_before = pair.bank.balance(&hanako, "0001");
+    assert_eq!(charge(kinko, &token, "in-1", &link_id, 10_000).status, 201);
+
+    let out = withdraw(kinko, &token, "out-1", &link_id, 4_000);
+    assert_eq!(out.status, 201, "{}", out.body);
+    let out = json_of(&out);
+    assert_eq!(out["status"], "posted", "{out}");
+    assert_eq!(out["direction"], "withdrawal");
+    assert_eq!(balance(kinko, &token)["balance_yen"], 6_000);
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 6_000);
+    // Again with the same key: the same withdrawal, nothing more moves.
+    let again = withdraw(kinko, &token, "out-1", &link_id, 4_000);
+    assert_eq!(json_of(&again)["id"], out["id"]);
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 6_000);
+    // More than the wallet holds: rejected, the reservation never made, the bank untouched.
+    let too_much = withdraw(kinko, &token, "out-2", &link_id, 6_001);
+    assert_eq!(too_much.status, 201, "{}", too_much.body);
+    let too_much = json_of(&too_much);
+    assert_eq!(too_much["status"], "rejected", "{too_much}");
+    assert_eq!(too_much["reason"], "insufficient_funds");
+    let held = balance(kinko, &token);
+    assert_eq!(held["balance_yen"], 6_000, "{held}");
+    assert_eq!(held["available_yen"], 6_000, "{held}");
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 6_000);
+    // Another wallet cannot send this wallet's link anything, nor read its withdrawal.
+    let other = wallet(kinko, "taro@example.jp", "090-2222-3333", "SANDBOX-ID-0002");
+    kinko.assert_problem(
+        &withdraw(kinko, &other, "theirs", &link_id, 1),
+        404,
+        "BANK_LINK_NOT_FOUND",
+    );
+    let out_id = text_of(&out["id"]);
+    kinko.assert_problem(
+        &kinko.call(
+            "GET",
+            &format!("/api/v1/withdrawals/{out_id}"),
+            None,
+            Some(&other),
+        ),
+        404,
+        "MONEY_WITHDRAWAL_NOT_FOUND",
+    );
+    assert_eq!(
+        json_of(&kinko.call(
+            "GET",
+            &format!("/api/v1/withdrawals/{out_id}"),
+            None,
+            Some(&token)
+        ))["status"],
+        "posted"
+    );
+    // The history has both, newest first; the CSV signs them from the wallet's side.
+    let history = json_of(&kinko.call(
+        "GET",
+        "/api/v1/wallet/history?kind=withdrawal",
+        None,
+        Some(&token),
+    ));
+    let kinds: Vec<String> = history["movements"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|movement| text_of(&movement["status"]))
+        .collect();
+    assert_eq!(kinds, vec!["rejected", "posted"], "{history}");
+    let csv = kinko.call("GET", "/api/v1/wallet/history.csv", None, Some(&token));
+    assert!(csv.body.contains(",-4000,"), "{}", csv.body);
+    assert!(csv.body.contains(",10000,"), "{}", csv.body);
     kinko.assert_books_balance();
 }
 

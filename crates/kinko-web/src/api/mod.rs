@@ -62,6 +62,8 @@ pub mod passkey;
         links::lift_legacy_block,
         money::charge,
         money::charge_status,
+        money::withdraw,
+        money::withdrawal_status,
         money::balance,
         money::history,
         passkey::start_registration,

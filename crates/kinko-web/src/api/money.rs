@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kinko_money::history::{Balance, HistoryFilter, HistoryPage};
-use kinko_money::{Charge, ChargeRequest, MoneyError, MoneyService};
+use kinko_money::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -26,6 +26,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/charges", post(charge))
         .route("/charges/{charge_id}", get(charge_status))
+        .route("/withdrawals", post(withdraw))
+        .route("/withdrawals/{withdrawal_id}", get(withdrawal_status))
         .route("/wallet", get(balance))
         .route("/wallet/history", get(history))
         .route("/wallet/history.csv", get(history_csv))
@@ -85,6 +87,8 @@ pub struct ChargeBody {
 #[derive(serde::Serialize, ToSchema)]
 pub struct ChargeView {
     id: uuid::Uuid,
+    /// `charge` (bank → wallet) or `withdrawal` (wallet → bank).
+    direction: String,
     link_id: uuid::Uuid,
     bank_code: String,
     amount_yen: i64,
@@ -98,6 +102,7 @@ impl From<Charge> for ChargeView {
     fn from(charge: Charge) -> Self {
         Self {
             id: charge.id,
+            direction: charge.direction,
             link_id: charge.link_id,
             bank_code: charge.bank_code,
             amount_yen: charge.amount_yen,
@@ -106,6 +111,35 @@ impl From<Charge> for ChargeView {
             created_at_ms: charge.created_at_ms,
         }
     }
+}
+
+async fn cross_to_bank(
+    state: &AppState,
+    session: kinko_identity::session::SessionInfo,
+    direction: Direction,
+    headers: &HeaderMap,
+    body: ChargeBody,
+) -> Result<(StatusCode, Json<ChargeView>), Problem> {
+    let key = idempotency_key(headers)?;
+    let service = money(state);
+    let moved = blocking(move || {
+        let request = ChargeRequest {
+            link_id: body.link_id,
+            amount_yen: body.amount_yen,
+            idempotency_key: key,
+        };
+        match direction {
+            Direction::Charge => service.charge(&session, &request),
+            Direction::Withdrawal => service.withdraw(&session, &request),
+        }
+    })
+    .await?;
+    let status = if moved.status == "pending" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(moved.into())))
 }
 
 /// Charges the wallet from a linked bank account. The same `Idempotency-Key` with the same
@@ -122,25 +156,46 @@ pub async fn charge(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ChargeBody>,
 ) -> Result<(StatusCode, Json<ChargeView>), Problem> {
-    let key = idempotency_key(&headers)?;
-    let service = money(&state);
-    let charge = blocking(move || {
-        service.charge(
-            &session,
-            &ChargeRequest {
-                link_id: body.link_id,
-                amount_yen: body.amount_yen,
-                idempotency_key: key,
+    cross_to_bank(&state, session, Direction::Charge, &headers, body).await
+}
+
+/// Withdraws to a linked bank account (whose holder matched the wallet's identity when it
+/// was linked). `rejected` with `insufficient_funds` when the wallet does not cover it.
+#[utoipa::path(post, path = "/api/v1/withdrawals", request_body = ChargeBody,
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = ChargeView, description = "posted or rejected"),
+        (status = 202, body = ChargeView, description = "pending: the bank has not answered yet"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn withdraw(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ChargeBody>,
+) -> Result<(StatusCode, Json<ChargeView>), Problem> {
+    cross_to_bank(&state, session, Direction::Withdrawal, &headers, body).await
+}
+
+async fn bank_transfer_status(
+    state: &AppState,
+    session: kinko_identity::session::SessionInfo,
+    direction: Direction,
+    id: &str,
+) -> Result<Json<ChargeView>, Problem> {
+    let not_found = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            match direction {
+                Direction::Charge => "MONEY_CHARGE_NOT_FOUND",
+                Direction::Withdrawal => "MONEY_WITHDRAWAL_NOT_FOUND",
             },
+            "There is no such movement.",
         )
-    })
-    .await?;
-    let status = if charge.status == "pending" {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::CREATED
     };
-    Ok((status, Json(charge.into())))
+    let id = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
+    let service = money(state);
+    let found = blocking(move || service.bank_transfer_of(&session, direction, id)).await?;
+    found.map(|found| Json(found.into())).ok_or_else(not_found)
 }
 
 #[utoipa::path(get, path = "/api/v1/charges/{charge_id}", params(("charge_id" = uuid::Uuid, Path)),
@@ -150,19 +205,17 @@ pub async fn charge_status(
     Authenticated(session): Authenticated,
     Path(charge_id): Path<String>,
 ) -> Result<Json<ChargeView>, Problem> {
-    let not_found = || {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "MONEY_CHARGE_NOT_FOUND",
-            "There is no such charge.",
-        )
-    };
-    let charge_id = uuid::Uuid::parse_str(&charge_id).map_err(|_| not_found())?;
-    let service = money(&state);
-    let charge = blocking(move || service.charge_of(&session, charge_id)).await?;
-    charge
-        .map(|charge| Json(charge.into()))
-        .ok_or_else(not_found)
+    bank_transfer_status(&state, session, Direction::Charge, &charge_id).await
+}
+
+#[utoipa::path(get, path = "/api/v1/withdrawals/{withdrawal_id}", params(("withdrawal_id" = uuid::Uuid, Path)),
+    responses((status = 200, body = ChargeView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn withdrawal_status(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    Path(withdrawal_id): Path<String>,
+) -> Result<Json<ChargeView>, Problem> {
+    bank_transfer_status(&state, session, Direction::Withdrawal, &withdrawal_id).await
 }
 
 #[derive(serde::Serialize, ToSchema)]
