@@ -193,6 +193,8 @@ pub enum Permission {
     ReviewCases,
     /// See the links, charges, alerts and fraud reports on one bank's accounts.
     ViewBankActivity { bank_code: String },
+    /// Onboard merchants and issue their API keys.
+    ManageMerchants,
 }
 
 impl Permission {
@@ -206,6 +208,7 @@ impl Permission {
             Permission::ReadAuditLog => "read_audit_log",
             Permission::ReviewCases => "review_cases",
             Permission::ViewBankActivity { .. } => "view_bank_activity",
+            Permission::ManageMerchants => "manage_merchants",
         }
     }
 }

@@ -202,6 +202,19 @@ impl SecretBox {
         }
     }
 
+    /// A 32-byte key for one purpose (`domain`), derived from the server key with
+    /// HMAC-SHA-256: every instance sharing the server key derives the same one.
+    pub fn derived_key(&self, domain: &str) -> Zeroizing<[u8; KEY_BYTES]> {
+        use hmac::Mac as _;
+        let mut key = Zeroizing::new([0u8; KEY_BYTES]);
+        if let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.hash_key[..]) {
+            mac.update(b"kinko.derived_key\0");
+            mac.update(domain.as_bytes());
+            key.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        key
+    }
+
     /// A keyed hash (HMAC-SHA-256, lowercase hex) of `data` in `domain`: lets Kinko recognise
     /// a value it must never store (a cash-card PIN, an account number) without keeping it,
     /// and without anyone lacking the server key being able to brute-force the hash.

@@ -4,7 +4,8 @@
 //! account is idempotent in the ledger, so each is made when first needed.
 
 use kinko_ledger::{
-    AccountFlags, AccountId, CreateAccountResult, LEDGER_JPY, Ledger, LedgerError, NewAccount,
+    AccountFlags, AccountId, CreateAccountResult, CreateTransferResult, LEDGER_JPY, Ledger,
+    LedgerError, NewAccount, TransferId, TransferRequest,
 };
 use sha2::{Digest, Sha256};
 
@@ -34,6 +35,8 @@ pub enum AccountsError {
     Id,
     #[error("the ledger refused to open an account: {0}")]
     Refused(CreateAccountResult),
+    #[error("the ledger refused a transfer: {0}")]
+    TransferRefused(CreateTransferResult),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -51,6 +54,51 @@ pub fn settlement(bank_code: &str) -> Result<AccountId, AccountsError> {
     AccountId::from_u128(u128::from_be_bytes(bytes)).map_err(|_| AccountsError::Id)
 }
 
+/// A merchant's payable: what Kinko owes it.
+pub fn payable(merchant_id: u128) -> Result<AccountId, AccountsError> {
+    let digest = Sha256::digest(format!("kinko.ledger.payable:{merchant_id:032x}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    AccountId::from_u128(u128::from_be_bytes(bytes)).map_err(|_| AccountsError::Id)
+}
+
+/// How a single-phase movement ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    Posted,
+    /// The debited account does not hold the amount (or was never opened: nothing in it).
+    InsufficientFunds,
+}
+
+/// Moves `amount_yen` from `debit` to `credit` in one single-phase transfer whose id is
+/// `id`: the same id again is the same transfer, so a retry after a crash moves money once.
+pub fn move_once(
+    ledger: &Ledger,
+    id: u128,
+    debit: AccountId,
+    credit: AccountId,
+    amount_yen: i64,
+    code: u16,
+) -> Result<Moved, AccountsError> {
+    let amount = u64::try_from(amount_yen).map_err(|_| AccountsError::Id)?;
+    let request = TransferRequest::single_phase(
+        TransferId::from_u128(id).map_err(|_| AccountsError::Id)?,
+        debit,
+        credit,
+        amount,
+        LEDGER_JPY,
+        code,
+    );
+    match ledger.create_transfers_blocking(vec![request])?.first() {
+        Some(CreateTransferResult::Ok | CreateTransferResult::Exists) => Ok(Moved::Posted),
+        Some(CreateTransferResult::ExceedsCredits | CreateTransferResult::DebitAccountNotFound) => {
+            Ok(Moved::InsufficientFunds)
+        }
+        Some(other) => Err(AccountsError::TransferRefused(*other)),
+        None => Err(AccountsError::Id),
+    }
+}
+
 /// Opens the accounts if they are not open yet (the ledger answers `exists` otherwise).
 pub fn ensure(ledger: &Ledger, accounts: &[(AccountId, u16)]) -> Result<(), AccountsError> {
     let requests = accounts
@@ -59,7 +107,8 @@ pub fn ensure(ledger: &Ledger, accounts: &[(AccountId, u16)]) -> Result<(), Acco
             id: *id,
             ledger: LEDGER_JPY,
             code: *code,
-            flags: if *code == code::WALLET {
+            // Neither a wallet nor what Kinko owes a merchant can go below zero.
+            flags: if *code == code::WALLET || *code == code::PAYABLE {
                 AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
             } else {
                 AccountFlags::NONE

@@ -6,17 +6,18 @@ use std::sync::Arc;
 use kinko_banking::client::{PaymentKind, PaymentOrder};
 use kinko_banking::links::{LinkError, LinkService};
 use kinko_banking::registry::{self, BankCode};
-use kinko_core::{ErrorCode, ErrorKind};
-use kinko_identity::service::{IdentityError, IdentityService};
+use kinko_identity::service::IdentityService;
 use kinko_identity::session::SessionInfo;
 use kinko_ledger::{
     CreateTransferResult, LEDGER_JPY, Ledger, TransferFlags, TransferId, TransferRequest,
 };
+use kinko_qr::PayCodeKey;
 use kinko_store::sql::{Row, Tx, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::{self, code, transfer};
+pub use crate::error::MoneyError;
 
 /// Kinko's own limits per wallet, whatever the banks allow (THREATS requirement 12).
 pub const WALLET_DAILY_MAX_YEN: i64 = 500_000;
@@ -26,106 +27,6 @@ pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MoneyError {
-    /// The wallet may not move money now (KYC, second factor, step-up, freeze).
-    #[error("the wallet cannot move money now: {0}")]
-    Gate(&'static str),
-    #[error("the amount must be a whole number of yen above zero")]
-    AmountInvalid,
-    #[error("send an Idempotency-Key header of 1–255 visible ASCII characters")]
-    IdempotencyKeyInvalid,
-    #[error("this Idempotency-Key was used with another request")]
-    IdempotencyKeyReused,
-    #[error("no such bank link")]
-    LinkNotFound,
-    #[error("the bank link is not active")]
-    LinkInactive,
-    #[error("charging is suspended at this bank")]
-    ChargingDisabled,
-    #[error("the {0} limit does not allow this amount")]
-    LimitExceeded(&'static str),
-    #[error("a new link waits before its first charge; try again later")]
-    NewLinkWait { retry_after_ms: i64 },
-    #[error("the bank cannot be reached now")]
-    BankUnavailable,
-    #[error("the history cursor is not valid")]
-    CursorInvalid,
-    #[error("the {0} filter is not valid")]
-    FilterInvalid(&'static str),
-    #[error("storage failed: {0}")]
-    Store(#[from] kinko_ledger::StoreError),
-    #[error("an internal step failed: {0}")]
-    Internal(String),
-}
-
-impl From<IdentityError> for MoneyError {
-    fn from(error: IdentityError) -> Self {
-        match error {
-            IdentityError::Store(store) => MoneyError::Store(store),
-            other => MoneyError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<registry::BankingError> for MoneyError {
-    fn from(error: registry::BankingError) -> Self {
-        match error {
-            registry::BankingError::Store(store) => MoneyError::Store(store),
-            other => MoneyError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<accounts::AccountsError> for MoneyError {
-    fn from(error: accounts::AccountsError) -> Self {
-        MoneyError::Internal(error.to_string())
-    }
-}
-
-impl From<kinko_ledger::LedgerError> for MoneyError {
-    fn from(error: kinko_ledger::LedgerError) -> Self {
-        MoneyError::Internal(error.to_string())
-    }
-}
-
-impl ErrorCode for MoneyError {
-    fn code(&self) -> &'static str {
-        match self {
-            MoneyError::Gate(reason) => reason,
-            MoneyError::AmountInvalid => "MONEY_AMOUNT_INVALID",
-            MoneyError::IdempotencyKeyInvalid => "IDEMPOTENCY_KEY_INVALID",
-            MoneyError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            MoneyError::LinkNotFound => "BANK_LINK_NOT_FOUND",
-            MoneyError::LinkInactive => "BANK_LINK_INACTIVE",
-            MoneyError::ChargingDisabled => "BANK_CHARGING_DISABLED",
-            MoneyError::LimitExceeded(_) => "MONEY_LIMIT_EXCEEDED",
-            MoneyError::NewLinkWait { .. } => "MONEY_NEW_LINK_WAIT",
-            MoneyError::BankUnavailable => "BANK_UNAVAILABLE",
-            MoneyError::CursorInvalid => "MONEY_CURSOR_INVALID",
-            MoneyError::FilterInvalid(_) => "MONEY_FILTER_INVALID",
-            MoneyError::Store(_) | MoneyError::Internal(_) => "INTERNAL",
-        }
-    }
-
-    fn kind(&self) -> ErrorKind {
-        match self {
-            MoneyError::Gate(_)
-            | MoneyError::ChargingDisabled
-            | MoneyError::LimitExceeded(_)
-            | MoneyError::NewLinkWait { .. } => ErrorKind::Forbidden,
-            MoneyError::AmountInvalid
-            | MoneyError::IdempotencyKeyInvalid
-            | MoneyError::CursorInvalid
-            | MoneyError::FilterInvalid(_) => ErrorKind::InvalidInput,
-            MoneyError::IdempotencyKeyReused | MoneyError::LinkInactive => ErrorKind::Conflict,
-            MoneyError::LinkNotFound => ErrorKind::NotFound,
-            MoneyError::BankUnavailable => ErrorKind::Unavailable,
-            MoneyError::Store(_) | MoneyError::Internal(_) => ErrorKind::Internal,
-        }
-    }
-}
 
 /// What a charge asks for.
 #[derive(Debug, Clone)]
@@ -222,6 +123,9 @@ pub struct MoneyService {
     ledger: Arc<Ledger>,
     identity: Arc<IdentityService>,
     links: Arc<LinkService>,
+    /// Signs consumer-presented pay codes; derived from the server key, so every instance
+    /// sharing the key verifies every other's codes.
+    pay_code_key: PayCodeKey,
 }
 
 fn internal(error: impl std::fmt::Display) -> MoneyError {
@@ -271,11 +175,17 @@ impl MoneyService {
         identity: Arc<IdentityService>,
         links: Arc<LinkService>,
     ) -> Self {
+        let key = *identity.secret_box().derived_key("pay_code.v1");
         Self {
             ledger,
             identity,
             links,
+            pay_code_key: PayCodeKey::from_bytes(key),
         }
+    }
+
+    pub(crate) fn pay_code_key(&self) -> &PayCodeKey {
+        &self.pay_code_key
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
@@ -288,6 +198,23 @@ impl MoneyService {
 
     fn now_ms(&self) -> i64 {
         i64::try_from(self.identity.clock().now_ms()).unwrap_or(i64::MAX)
+    }
+
+    pub(crate) fn clock_ms(&self) -> i64 {
+        self.now_ms()
+    }
+
+    /// The wallet's gate; `pulls_from_bank` also asks for KYC L1.
+    pub(crate) fn gate(
+        &self,
+        session: &SessionInfo,
+        pulls_from_bank: bool,
+    ) -> Result<(), MoneyError> {
+        let gate = self.identity.money_gate(session, pulls_from_bank)?;
+        match gate.reasons.first() {
+            Some(reason) => Err(MoneyError::Gate(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Charges the wallet from a linked bank account. See the crate doc for the steps.
@@ -318,22 +245,12 @@ impl MoneyService {
         direction: Direction,
         request: &ChargeRequest,
     ) -> Result<Charge, MoneyError> {
-        let gate = self
-            .identity
-            .money_gate(session, direction == Direction::Charge)?;
-        if let Some(reason) = gate.reasons.first() {
-            return Err(MoneyError::Gate(reason));
-        }
+        self.gate(session, direction == Direction::Charge)?;
         if request.amount_yen <= 0 {
             return Err(MoneyError::AmountInvalid);
         }
         let key = &request.idempotency_key;
-        if key.is_empty()
-            || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX
-            || !key.bytes().all(|byte| (b'!'..=b'~').contains(&byte))
-        {
-            return Err(MoneyError::IdempotencyKeyInvalid);
-        }
+        crate::transfers::check_key(key)?;
         let user_id = session.user_id;
         let request_hash = format!(
             "{:x}",

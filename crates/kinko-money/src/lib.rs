@@ -17,6 +17,10 @@
 
 pub mod accounts;
 pub mod charge;
+pub mod error;
 pub mod history;
+pub mod merchants;
+pub mod payments;
+pub mod transfers;
 
 pub use charge::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};

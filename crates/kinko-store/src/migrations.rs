@@ -36,6 +36,14 @@ pub const SQLITE: &[Migration] = &[
         "0007_money",
         include_str!("../migrations/sqlite/0007_money.sql"),
     ),
+    (
+        "0008_transfers",
+        include_str!("../migrations/sqlite/0008_transfers.sql"),
+    ),
+    (
+        "0009_merchants",
+        include_str!("../migrations/sqlite/0009_merchants.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -66,6 +74,14 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0007_money",
         include_str!("../migrations/postgres/0007_money.sql"),
+    ),
+    (
+        "0008_transfers",
+        include_str!("../migrations/postgres/0008_transfers.sql"),
+    ),
+    (
+        "0009_merchants",
+        include_str!("../migrations/postgres/0009_merchants.sql"),
     ),
 ];
 

@@ -231,6 +231,18 @@ fn spawn_reconciler(
                         Ok(_) => {}
                         Err(error) => tracing::error!(error = %error, "reconciling failed"),
                     }
+                    match money.reconcile_transfers(after_ms) {
+                        Ok(0) => {}
+                        Ok(finished) => tracing::info!(finished, "finished pending transfers"),
+                        Err(error) => tracing::error!(error = %error, "finishing transfers failed"),
+                    }
+                    match money.reconcile_payments(after_ms) {
+                        Ok(0) => {}
+                        Ok(finished) => {
+                            tracing::info!(finished, "finished pending payments and refunds")
+                        }
+                        Err(error) => tracing::error!(error = %error, "finishing payments failed"),
+                    }
                     next = std::time::Instant::now() + every;
                 }
                 std::thread::sleep(Duration::from_millis(200));

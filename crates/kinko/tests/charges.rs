@@ -12,10 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bank_support::{
-    Browser, Pair, approve_at_bank, complete, customer, set_policy, start, start_link, start_with,
-    wallet,
-};
+use bank_support::{balance, charge, customer, linked, set_policy, start, start_with, wallet};
 use serde_json::{Value, json};
 use support::{HttpResponse, Server, http_with, json_of, text_of};
 
@@ -34,48 +31,6 @@ both!(
     bad_input_moves_nothing,
     a_withdrawal_goes_back_to_the_holders_account,
 );
-
-/// A wallet linked to hanako's account at 0001, with the bank's new-link wait lifted (the
-/// limits stay); answers the wallet's token and the link id.
-fn linked(pair: &Pair, admin_token: &str, wait_hours: i64) -> (String, String) {
-    set_policy(
-        pair,
-        admin_token,
-        "0001",
-        json!({ "new_link_wait_hours": wait_hours }),
-    );
-    let kinko = &pair.kinko;
-    let hanako = customer(0);
-    let token = wallet(
-        kinko,
-        "hanako@example.jp",
-        "090-1234-5678",
-        "SANDBOX-ID-0001",
-    );
-    let url = start_link(kinko, &token, "0001");
-    let mut at_bank = Browser::default();
-    let callback = approve_at_bank(&pair.bank, &mut at_bank, &url, &hanako, "0001");
-    let linked = complete(kinko, &token, &callback);
-    assert_eq!(linked.status, 201, "{}", linked.body);
-    (token, text_of(&json_of(&linked)["id"]))
-}
-
-fn charge(kinko: &Server, token: &str, key: &str, link_id: &str, amount: i64) -> HttpResponse {
-    let bearer = format!("Bearer {token}");
-    http_with(
-        &kinko.address,
-        "POST",
-        "/api/v1/charges",
-        Some(&json!({ "link_id": link_id, "amount_yen": amount }).to_string()),
-        &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
-    )
-}
-
-fn balance(kinko: &Server, token: &str) -> Value {
-    let response = kinko.call("GET", "/api/v1/wallet", None, Some(token));
-    assert_eq!(response.status, 200, "{}", response.body);
-    json_of(&response)
-}
 
 fn a_charge_moves_money_once(backend: &str) {
     let pair = start(backend);

@@ -18,6 +18,7 @@ pub mod links;
 pub mod money;
 pub mod operator;
 pub mod passkey;
+pub mod payments;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -64,8 +65,22 @@ pub mod passkey;
         money::charge_status,
         money::withdraw,
         money::withdrawal_status,
+        money::set_handle,
+        money::send,
         money::balance,
         money::history,
+        payments::resolve,
+        payments::pay,
+        payments::payment,
+        payments::issue_pay_code,
+        payments::merchant_me,
+        payments::static_code,
+        payments::payment_request,
+        payments::redeem,
+        payments::merchant_payments,
+        payments::refund,
+        payments::onboard,
+        payments::issue_key,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -89,6 +104,7 @@ pub fn router(sandbox: bool) -> Router<AppState> {
         .merge(banks::router())
         .merge(links::router())
         .merge(money::router())
+        .merge(payments::router())
         .merge(passkey::router())
         .merge(operator::router());
     if sandbox {

@@ -7,9 +7,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kinko_money::history::{Balance, HistoryFilter, HistoryPage};
+use kinko_money::transfers::{P2pTransfer, SendRequest};
 use kinko_money::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -29,6 +30,8 @@ pub fn router() -> Router<AppState> {
         .route("/withdrawals", post(withdraw))
         .route("/withdrawals/{withdrawal_id}", get(withdrawal_status))
         .route("/wallet", get(balance))
+        .route("/me/handle", put(set_handle))
+        .route("/transfers", post(send))
         .route("/wallet/history", get(history))
         .route("/wallet/history.csv", get(history_csv))
 }
@@ -47,7 +50,7 @@ impl From<MoneyError> for Problem {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, MoneyError> + Send + 'static,
 ) -> Result<T, Problem> {
     match tokio::task::spawn_blocking(work).await {
@@ -59,12 +62,12 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn money(state: &AppState) -> Arc<MoneyService> {
+pub(crate) fn money(state: &AppState) -> Arc<MoneyService> {
     Arc::clone(&state.money)
 }
 
 /// The request's single `Idempotency-Key`; a missing, repeated or unreadable one is refused.
-fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
     match (values.next(), values.next()) {
         (Some(value), None) => value
@@ -316,4 +319,93 @@ pub async fn history_csv(
         csv,
     )
         .into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandleBody {
+    /// 3–20 of a–z, 0–9 and _; what others type to send this wallet money.
+    handle: String,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct HandleView {
+    handle: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/me/handle", request_body = HandleBody,
+    responses((status = 200, body = HandleView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem)))]
+pub async fn set_handle(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<HandleBody>,
+) -> Result<Json<HandleView>, Problem> {
+    let service = money(&state);
+    let handle = blocking(move || service.set_handle(&session, &body.handle)).await?;
+    Ok(Json(HandleView { handle }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// The recipient's handle (with or without `@`).
+    to_handle: String,
+    amount_yen: i64,
+    /// Up to 100 characters for the recipient.
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct TransferView {
+    id: uuid::Uuid,
+    to_handle: String,
+    amount_yen: i64,
+    note: String,
+    /// `posted`, or `rejected` with `reason` (`insufficient_funds`).
+    status: String,
+    reason: Option<String>,
+    created_at_ms: i64,
+}
+
+impl From<P2pTransfer> for TransferView {
+    fn from(sent: P2pTransfer) -> Self {
+        Self {
+            id: sent.id,
+            to_handle: sent.to_handle,
+            amount_yen: sent.amount_yen,
+            note: sent.note,
+            status: sent.status,
+            reason: sent.reason,
+            created_at_ms: sent.created_at_ms,
+        }
+    }
+}
+
+/// Sends money to another wallet by handle (`Idempotency-Key` required).
+#[utoipa::path(post, path = "/api/v1/transfers", request_body = SendBody,
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = TransferView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn send(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SendBody>,
+) -> Result<(StatusCode, Json<TransferView>), Problem> {
+    let key = idempotency_key(&headers)?;
+    let service = money(&state);
+    let sent = blocking(move || {
+        service.send(
+            &session,
+            &SendRequest {
+                to_handle: body.to_handle,
+                amount_yen: body.amount_yen,
+                note: body.note,
+                idempotency_key: key,
+            },
+        )
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(sent.into())))
 }

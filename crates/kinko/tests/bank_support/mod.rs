@@ -10,8 +10,8 @@ use kinko_bank_sandbox::store::{DemoCustomer, demo_customers};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Enrolled, HttpResponse, Server, encode, fresh_store, http_request, json_of, spawn_server_with,
-    text_of,
+    Enrolled, HttpResponse, Server, encode, fresh_store, http_request, http_with, json_of,
+    spawn_server_with, text_of,
 };
 
 /// `kinko bank-sandbox` on a fresh store of its own, killed when dropped.
@@ -453,4 +453,46 @@ pub fn wait_for_status(kinko: &Server, token: &str, link_id: &str, status: &str)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A wallet linked to hanako's account at 0001, with the bank's new-link wait lifted (the
+/// limits stay); answers the wallet's token and the link id.
+pub fn linked(pair: &Pair, admin_token: &str, wait_hours: i64) -> (String, String) {
+    set_policy(
+        pair,
+        admin_token,
+        "0001",
+        json!({ "new_link_wait_hours": wait_hours }),
+    );
+    let kinko = &pair.kinko;
+    let hanako = customer(0);
+    let token = wallet(
+        kinko,
+        "hanako@example.jp",
+        "090-1234-5678",
+        "SANDBOX-ID-0001",
+    );
+    let url = start_link(kinko, &token, "0001");
+    let mut at_bank = Browser::default();
+    let callback = approve_at_bank(&pair.bank, &mut at_bank, &url, &hanako, "0001");
+    let linked = complete(kinko, &token, &callback);
+    assert_eq!(linked.status, 201, "{}", linked.body);
+    (token, text_of(&json_of(&linked)["id"]))
+}
+
+pub fn charge(kinko: &Server, token: &str, key: &str, link_id: &str, amount: i64) -> HttpResponse {
+    let bearer = format!("Bearer {token}");
+    http_with(
+        &kinko.address,
+        "POST",
+        "/api/v1/charges",
+        Some(&json!({ "link_id": link_id, "amount_yen": amount }).to_string()),
+        &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
+    )
+}
+
+pub fn balance(kinko: &Server, token: &str) -> Value {
+    let response = kinko.call("GET", "/api/v1/wallet", None, Some(token));
+    assert_eq!(response.status, 200, "{}", response.body);
+    json_of(&response)
 }
