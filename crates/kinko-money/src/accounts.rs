@@ -18,6 +18,9 @@ pub mod code {
     pub const WALLET: u16 = 20;
     /// What Kinko owes a merchant.
     pub const PAYABLE: u16 = 30;
+    /// Kinko's own money paid out to make users whole: debited by credits, may go negative
+    /// (it is an expense).
+    pub const COMPENSATION: u16 = 40;
 }
 
 /// Transfer codes: why money moved.
@@ -27,6 +30,7 @@ pub mod transfer {
     pub const WITHDRAWAL: u16 = 3;
     pub const TRANSFER: u16 = 4;
     pub const REFUND: u16 = 5;
+    pub const CREDIT: u16 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,18 +52,25 @@ pub fn wallet(user_id: u128) -> Result<AccountId, AccountsError> {
 
 /// A partner bank's settlement account.
 pub fn settlement(bank_code: &str) -> Result<AccountId, AccountsError> {
-    let digest = Sha256::digest(format!("kinko.ledger.settlement:{bank_code}").as_bytes());
+    derived(&format!("kinko.ledger.settlement:{bank_code}"))
+}
+
+/// An account id derived from a name in a namespace of Kinko's own.
+fn derived(name: &str) -> Result<AccountId, AccountsError> {
+    let digest = Sha256::digest(name.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     AccountId::from_u128(u128::from_be_bytes(bytes)).map_err(|_| AccountsError::Id)
 }
 
+/// Kinko's compensation account (one per ledger).
+pub fn compensation() -> Result<AccountId, AccountsError> {
+    derived("kinko.ledger.compensation")
+}
+
 /// A merchant's payable: what Kinko owes it.
 pub fn payable(merchant_id: u128) -> Result<AccountId, AccountsError> {
-    let digest = Sha256::digest(format!("kinko.ledger.payable:{merchant_id:032x}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    AccountId::from_u128(u128::from_be_bytes(bytes)).map_err(|_| AccountsError::Id)
+    derived(&format!("kinko.ledger.payable:{merchant_id:032x}"))
 }
 
 /// How a single-phase movement ended.

@@ -81,3 +81,17 @@ CREATE TABLE money_pay_codes_used (
     payment_id UUID NOT NULL,
     expires_at BIGINT NOT NULL
 );
+-- Credits to a wallet from Kinko's compensation account (confirmed fraud made good, goodwill),
+-- by an analyst or admin with a reason; idempotent per operator and key.
+CREATE TABLE money_credits (
+    id UUID PRIMARY KEY NOT NULL,
+    user_id UUID NOT NULL REFERENCES identity_users (id),
+    operator_id UUID NOT NULL,
+    amount_yen BIGINT NOT NULL CHECK (amount_yen > 0),
+    reason TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'posted')),
+    created_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX money_credits_key ON money_credits (operator_id, idempotency_key);

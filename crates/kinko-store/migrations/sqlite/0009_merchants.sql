@@ -81,3 +81,17 @@ CREATE TABLE money_pay_codes_used (
     payment_id BLOB NOT NULL,
     expires_at INTEGER NOT NULL
 );
+-- Credits to a wallet from Kinko's compensation account (confirmed fraud made good, goodwill),
+-- by an analyst or admin with a reason; idempotent per operator and key.
+CREATE TABLE money_credits (
+    id BLOB PRIMARY KEY NOT NULL,
+    user_id BLOB NOT NULL REFERENCES identity_users (id),
+    operator_id BLOB NOT NULL,
+    amount_yen INTEGER NOT NULL CHECK (amount_yen > 0),
+    reason TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'posted')),
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX money_credits_key ON money_credits (operator_id, idempotency_key);

@@ -81,6 +81,7 @@ pub mod payments;
         payments::refund,
         payments::onboard,
         payments::issue_key,
+        payments::credit,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
