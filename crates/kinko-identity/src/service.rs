@@ -676,6 +676,53 @@ impl IdentityService {
 
     /// Passes the second factor on this session (TOTP code or a recovery code): marks the
     /// device trusted, and rotates the session token (a privilege change).
+    /// Confirms one transaction with a TOTP code (dynamic linking, THREATS requirement 13):
+    /// the caller has bound `subject` (what is confirmed: amount and payee) to the request
+    /// being confirmed. Rate-limited with the second factor, audited pass or fail, and the
+    /// session is left as it is.
+    pub fn confirm_with_totp(
+        &self,
+        session: &SessionInfo,
+        code: &str,
+        subject: &str,
+    ) -> Result<(), IdentityError> {
+        let now_ms = self.now_ms();
+        let user = session.user_id;
+        let verified = self
+            .db
+            .transaction(|tx: &mut dyn Tx| -> Result<bool, IdentityError> {
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!("second_factor:user:{}", uuid::Uuid::from_u128(user)),
+                    15 * 60 * 1_000,
+                    10,
+                )?)?;
+                Ok(totp::verify(tx, now_ms, user, code, &self.secrets).is_ok())
+            })?;
+        self.db
+            .transaction(|tx: &mut dyn Tx| -> Result<(), IdentityError> {
+                let action = if verified {
+                    "confirmation.passed"
+                } else {
+                    "confirmation.failed"
+                };
+                audit(
+                    tx,
+                    now_ms,
+                    Actor::User(user),
+                    action,
+                    user,
+                    serde_json::json!({ "subject": subject }),
+                )
+            })?;
+        if verified {
+            Ok(())
+        } else {
+            Err(IdentityError::SecondFactorInvalid)
+        }
+    }
+
     pub fn pass_second_factor(
         &self,
         session: &SessionInfo,

@@ -34,6 +34,8 @@ pub struct ChargeRequest {
     pub link_id: uuid::Uuid,
     pub amount_yen: i64,
     pub idempotency_key: String,
+    /// A passed confirmation of this link and amount; required above the threshold.
+    pub confirmation_id: Option<uuid::Uuid>,
 }
 
 /// Which way money crosses to the bank.
@@ -126,6 +128,8 @@ pub struct MoneyService {
     /// Signs consumer-presented pay codes; derived from the server key, so every instance
     /// sharing the key verifies every other's codes.
     pay_code_key: PayCodeKey,
+    /// Charges above this need a confirmation bound to amount and link.
+    confirm_above_yen: i64,
 }
 
 fn internal(error: impl std::fmt::Display) -> MoneyError {
@@ -181,7 +185,18 @@ impl MoneyService {
             identity,
             links,
             pay_code_key: PayCodeKey::from_bytes(key),
+            confirm_above_yen: crate::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
         }
+    }
+
+    /// Charges above `yen` need a confirmation (dynamic linking); at least ¥1.
+    pub fn with_confirmation_threshold(mut self, yen: i64) -> Self {
+        self.confirm_above_yen = yen.max(1);
+        self
+    }
+
+    pub(crate) fn identity(&self) -> &Arc<IdentityService> {
+        &self.identity
     }
 
     pub(crate) fn pay_code_key(&self) -> &PayCodeKey {
@@ -313,6 +328,16 @@ impl MoneyService {
                 }
                 if request.amount_yen > policy.charge_max_yen {
                     return Err(MoneyError::LimitExceeded("per-charge"));
+                }
+                if request.amount_yen > self.confirm_above_yen {
+                    crate::confirmations::spend(
+                        tx,
+                        now_ms,
+                        user_id,
+                        request.confirmation_id,
+                        request.link_id,
+                        request.amount_yen,
+                    )?;
                 }
                 let (day_start, month_start) = japan_day_and_month_start(now_ms);
                 let counted = "direction = 'charge' AND status IN ('pending', 'posted')";
@@ -645,7 +670,7 @@ impl MoneyService {
 }
 
 /// What the owner reads for a charge's other side: the bank and the account's tail.
-fn counterparty_label(
+pub(crate) fn counterparty_label(
     tx: &mut dyn Tx,
     link_id: uuid::Uuid,
 ) -> Result<String, kinko_ledger::StoreError> {

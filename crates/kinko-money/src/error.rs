@@ -70,6 +70,18 @@ pub enum MoneyError {
     PaymentNotRefundable,
     #[error("the refunds would exceed the payment")]
     RefundExceedsPayment,
+    #[error(
+        "a charge of this size needs a confirmation with your authenticator: send confirmation_id"
+    )]
+    ConfirmationRequired,
+    #[error(
+        "the confirmation is unknown, expired, not passed, used, or for another amount or link"
+    )]
+    ConfirmationInvalid,
+    #[error("the authenticator code is not valid for this confirmation")]
+    ConfirmationCodeInvalid,
+    #[error("too many codes tried; try again later")]
+    ConfirmationRateLimited { retry_after_ms: i64 },
     #[error("the {0} filter is not valid")]
     FilterInvalid(&'static str),
     #[error(transparent)]
@@ -131,6 +143,10 @@ impl ErrorCode for MoneyError {
             MoneyError::NoteInvalid => "MONEY_NOTE_INVALID",
             MoneyError::FilterInvalid(_) => "MONEY_FILTER_INVALID",
             MoneyError::MerchantInvalid(_) => "MERCHANT_INVALID",
+            MoneyError::ConfirmationRequired => "MONEY_CONFIRMATION_REQUIRED",
+            MoneyError::ConfirmationInvalid => "MONEY_CONFIRMATION_INVALID",
+            MoneyError::ConfirmationCodeInvalid => "MONEY_CONFIRMATION_CODE_INVALID",
+            MoneyError::ConfirmationRateLimited { .. } => "MONEY_CONFIRMATION_RATE_LIMITED",
             MoneyError::MerchantNotFound => "MERCHANT_NOT_FOUND",
             MoneyError::MerchantInactive => "MERCHANT_INACTIVE",
             MoneyError::MerchantUnauthenticated => "MERCHANT_UNAUTHENTICATED",
@@ -171,7 +187,11 @@ impl ErrorCode for MoneyError {
             MoneyError::MerchantUnauthenticated => ErrorKind::Unauthenticated,
             MoneyError::Operator(error) => error.kind(),
             MoneyError::MerchantNotFound | MoneyError::PaymentNotFound => ErrorKind::NotFound,
-            MoneyError::MerchantInactive => ErrorKind::Forbidden,
+            MoneyError::MerchantInactive
+            | MoneyError::ConfirmationRequired
+            | MoneyError::ConfirmationInvalid
+            | MoneyError::ConfirmationCodeInvalid => ErrorKind::Forbidden,
+            MoneyError::ConfirmationRateLimited { .. } => ErrorKind::RateLimited,
             MoneyError::PayCodeUsed
             | MoneyError::ReferenceTaken
             | MoneyError::PaymentRequestUnavailable

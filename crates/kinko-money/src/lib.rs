@@ -17,6 +17,7 @@
 
 pub mod accounts;
 pub mod charge;
+pub mod confirmations;
 pub mod credits;
 pub mod error;
 pub mod history;

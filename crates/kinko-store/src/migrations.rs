@@ -44,6 +44,10 @@ pub const SQLITE: &[Migration] = &[
         "0009_merchants",
         include_str!("../migrations/sqlite/0009_merchants.sql"),
     ),
+    (
+        "0010_confirmations",
+        include_str!("../migrations/sqlite/0010_confirmations.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -82,6 +86,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0009_merchants",
         include_str!("../migrations/postgres/0009_merchants.sql"),
+    ),
+    (
+        "0010_confirmations",
+        include_str!("../migrations/postgres/0010_confirmations.sql"),
     ),
 ];
 

@@ -88,6 +88,15 @@ pub fn serve_with_banks(
             })
             .map_err(|error| anyhow::anyhow!("seeding the partner banks: {error}"))?;
     }
+    let confirm_above_yen = match std::env::var("KINKO_CHARGE_CONFIRM_ABOVE_YEN") {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|yen| *yen >= 1)
+            .context("KINKO_CHARGE_CONFIRM_ABOVE_YEN must be a whole number of yen, at least 1")?,
+        Err(_) => kinko_money::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
+    };
     let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
     let gateway_config = GatewayConfig::from_env().context("configuring notifications")?;
     let sandbox = matches!(gateway_config, GatewayConfig::Sandbox);
@@ -117,11 +126,14 @@ pub fn serve_with_banks(
             .with_context(|| format!("binding {address}"))?;
         let bound = listener.local_addr()?;
         let links = connect_banks(Arc::clone(&identity), bound, bank_sandbox_url).await?;
-        let money = Arc::new(kinko_money::MoneyService::new(
-            Arc::clone(&ledger),
-            Arc::clone(&identity),
-            Arc::clone(&links),
-        ));
+        let money = Arc::new(
+            kinko_money::MoneyService::new(
+                Arc::clone(&ledger),
+                Arc::clone(&identity),
+                Arc::clone(&links),
+            )
+            .with_confirmation_threshold(confirm_above_yen),
+        );
         let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
         on_listening(bound);
         let app = kinko_web::app(kinko_web::AppState {

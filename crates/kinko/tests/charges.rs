@@ -12,9 +12,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bank_support::{balance, charge, customer, linked, set_policy, start, start_with, wallet};
+use bank_support::{
+    balance, charge, customer, linked, linked_with_secret, set_policy, start, start_with, wallet,
+};
 use serde_json::{Value, json};
-use support::{HttpResponse, Server, http_with, json_of, text_of};
+use support::{HttpResponse, Server, http_with, json_of, text_of, totp_code, wrong_code};
 
 macro_rules! both {
     ($($name:ident),+ $(,)?) => {
@@ -30,6 +32,7 @@ both!(
     a_crash_after_the_bank_debit_is_reconciled,
     bad_input_moves_nothing,
     a_withdrawal_goes_back_to_the_holders_account,
+    a_large_charge_needs_a_code_bound_to_amount_and_link,
 );
 
 fn a_charge_moves_money_once(backend: &str) {
@@ -443,4 +446,87 @@ fn a_withdrawal_goes_back_to_the_holders_account(backend: &str) {
 
 fn uuid_like() -> String {
     "0192f000-0000-7000-8000-000000000abc".to_owned()
+}
+
+/// Dynamic linking (THREATS 13): above the threshold a charge needs a confirmation passed
+/// with the authenticator for exactly this amount and link; change either, or reuse it, and
+/// the charge is refused with nothing moved.
+fn a_large_charge_needs_a_code_bound_to_amount_and_link(backend: &str) {
+    let pair = start_with(backend, &[("KINKO_CHARGE_CONFIRM_ABOVE_YEN", "5000")]);
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    let (token, link_id, secret) = linked_with_secret(&pair, &admin_token, 0);
+    let charge_with = |key: &str, amount: i64, confirmation: Option<&str>| {
+        let bearer = format!("Bearer {token}");
+        http_with(
+            &kinko.address,
+            "POST",
+            "/api/v1/charges",
+            Some(
+                &json!({ "link_id": link_id, "amount_yen": amount, "confirmation_id": confirmation })
+                    .to_string(),
+            ),
+            &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
+        )
+    };
+    // At the threshold no confirmation is needed; above it, it is.
+    assert_eq!(charge(kinko, &token, "small", &link_id, 5_000).status, 201);
+    kinko.assert_problem(
+        &charge_with("big-1", 6_000, None),
+        403,
+        "MONEY_CONFIRMATION_REQUIRED",
+    );
+    let started = kinko.call(
+        "POST",
+        "/api/v1/charges/confirmations",
+        Some(json!({ "link_id": link_id, "amount_yen": 6_000 })),
+        Some(&token),
+    );
+    assert_eq!(started.status, 201, "{}", started.body);
+    let started = json_of(&started);
+    let confirmation = text_of(&started["id"]);
+    assert!(text_of(&started["message"]).contains("¥6,000"), "{started}");
+    // Not passed yet: refused.
+    kinko.assert_problem(
+        &charge_with("big-2", 6_000, Some(&confirmation)),
+        403,
+        "MONEY_CONFIRMATION_INVALID",
+    );
+    let path = format!("/api/v1/charges/confirmations/{confirmation}/totp");
+    kinko.assert_problem(
+        &kinko.call(
+            "POST",
+            &path,
+            Some(json!({ "code": wrong_code(&secret) })),
+            Some(&token),
+        ),
+        403,
+        "MONEY_CONFIRMATION_CODE_INVALID",
+    );
+    let passed = kinko.call(
+        "POST",
+        &path,
+        Some(json!({ "code": totp_code(&secret, 1) })),
+        Some(&token),
+    );
+    assert_eq!(passed.status, 200, "{}", passed.body);
+    assert_eq!(json_of(&passed)["status"], "confirmed");
+    // Another amount with this confirmation: refused, and the confirmation survives.
+    kinko.assert_problem(
+        &charge_with("big-3", 6_001, Some(&confirmation)),
+        403,
+        "MONEY_CONFIRMATION_INVALID",
+    );
+    assert_eq!(balance(kinko, &token)["balance_yen"], 5_000);
+    let paid = charge_with("big-4", 6_000, Some(&confirmation));
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    assert_eq!(json_of(&paid)["status"], "posted");
+    // Used once: the same confirmation for another charge is refused.
+    kinko.assert_problem(
+        &charge_with("big-5", 6_000, Some(&confirmation)),
+        403,
+        "MONEY_CONFIRMATION_INVALID",
+    );
+    assert_eq!(balance(kinko, &token)["balance_yen"], 11_000);
+    kinko.assert_books_balance();
 }

@@ -63,6 +63,8 @@ pub mod payments;
         links::lift_legacy_block,
         money::charge,
         money::charge_status,
+        money::start_confirmation,
+        money::confirm_with_totp,
         money::withdraw,
         money::withdrawal_status,
         money::set_handle,

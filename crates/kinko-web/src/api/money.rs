@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use kinko_money::confirmations::Confirmation;
 use kinko_money::history::{Balance, HistoryFilter, HistoryPage};
 use kinko_money::transfers::{P2pTransfer, SendRequest};
 use kinko_money::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};
@@ -27,6 +28,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/charges", post(charge))
         .route("/charges/{charge_id}", get(charge_status))
+        .route("/charges/confirmations", post(start_confirmation))
+        .route(
+            "/charges/confirmations/{confirmation_id}/totp",
+            post(confirm_with_totp),
+        )
         .route("/withdrawals", post(withdraw))
         .route("/withdrawals/{withdrawal_id}", get(withdrawal_status))
         .route("/wallet", get(balance))
@@ -40,7 +46,10 @@ impl From<MoneyError> for Problem {
     fn from(error: MoneyError) -> Self {
         let mut problem = Problem::from_error(&error, "money");
         match error {
-            MoneyError::NewLinkWait { retry_after_ms } => problem.retry_after_ms(retry_after_ms),
+            MoneyError::NewLinkWait { retry_after_ms }
+            | MoneyError::ConfirmationRateLimited { retry_after_ms } => {
+                problem.retry_after_ms(retry_after_ms)
+            }
             MoneyError::LimitExceeded(which) => {
                 problem.detail = Some(format!("The {which} limit is reached."));
                 problem
@@ -85,6 +94,9 @@ pub struct ChargeBody {
     link_id: uuid::Uuid,
     /// Whole yen, above zero.
     amount_yen: i64,
+    /// A confirmation passed for this link and amount: required for a charge above the
+    /// threshold (`MONEY_CONFIRMATION_REQUIRED`), ignored for a withdrawal.
+    confirmation_id: Option<uuid::Uuid>,
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -130,6 +142,7 @@ async fn cross_to_bank(
             link_id: body.link_id,
             amount_yen: body.amount_yen,
             idempotency_key: key,
+            confirmation_id: body.confirmation_id,
         };
         match direction {
             Direction::Charge => service.charge(&session, &request),
@@ -408,4 +421,54 @@ pub async fn send(
     })
     .await?;
     Ok((StatusCode::CREATED, Json(sent.into())))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmationBody {
+    link_id: uuid::Uuid,
+    amount_yen: i64,
+}
+
+/// Starts a confirmation of a charge: the answer says, in words, what the authenticator code
+/// will approve (this amount from this bank account, nothing else).
+#[utoipa::path(post, path = "/api/v1/charges/confirmations", request_body = ConfirmationBody,
+    responses((status = 201, description = "The confirmation to pass"), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn start_confirmation(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<ConfirmationBody>,
+) -> Result<(StatusCode, Json<Confirmation>), Problem> {
+    let service = money(&state);
+    let started =
+        blocking(move || service.start_confirmation(&session, body.link_id, body.amount_yen))
+            .await?;
+    Ok((StatusCode::CREATED, Json(started)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmationCode {
+    /// The authenticator app's current code.
+    code: String,
+}
+
+/// Passes the authenticator code for one confirmation.
+#[utoipa::path(post, path = "/api/v1/charges/confirmations/{confirmation_id}/totp", request_body = ConfirmationCode,
+    params(("confirmation_id" = uuid::Uuid, Path)),
+    responses((status = 200, description = "The confirmation, now confirmed"), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
+pub async fn confirm_with_totp(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+    Path(confirmation_id): Path<String>,
+    ApiJson(body): ApiJson<ConfirmationCode>,
+) -> Result<Json<Confirmation>, Problem> {
+    let id = uuid::Uuid::parse_str(&confirmation_id)
+        .map_err(|_| Problem::from(MoneyError::ConfirmationInvalid))?;
+    let service = money(&state);
+    Ok(Json(
+        blocking(move || service.confirm_with_totp(&session, id, &body.code)).await?,
+    ))
 }

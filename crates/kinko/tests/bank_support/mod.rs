@@ -348,9 +348,19 @@ pub fn account_choice(html: &str, customer: &DemoCustomer, bank_code: &str) -> S
 
 /// Signs up a wallet with TOTP and KYC as `kyc_reference`; answers a fresh session token.
 pub fn wallet(kinko: &Server, email: &str, phone: &str, kyc_reference: &str) -> String {
+    wallet_with_secret(kinko, email, phone, kyc_reference).0
+}
+
+/// The same, with the wallet's TOTP secret: (session token, secret).
+pub fn wallet_with_secret(
+    kinko: &Server,
+    email: &str,
+    phone: &str,
+    kyc_reference: &str,
+) -> (String, String) {
     kinko.active_user(email, phone);
     let token = kinko.token(email);
-    let (_, fresh) = kinko.enrol_totp(&token);
+    let (secret, fresh) = kinko.enrol_totp(&token);
     let kyc = kinko.call(
         "POST",
         "/api/v1/me/kyc",
@@ -358,7 +368,7 @@ pub fn wallet(kinko: &Server, email: &str, phone: &str, kyc_reference: &str) -> 
         Some(&fresh),
     );
     assert_eq!(json_of(&kyc)["outcome"], "verified", "{}", kyc.body);
-    fresh
+    (fresh, secret)
 }
 
 pub fn start_link(kinko: &Server, token: &str, bank_code: &str) -> String {
@@ -458,6 +468,16 @@ pub fn wait_for_status(kinko: &Server, token: &str, link_id: &str, status: &str)
 /// A wallet linked to hanako's account at 0001, with the bank's new-link wait lifted (the
 /// limits stay); answers the wallet's token and the link id.
 pub fn linked(pair: &Pair, admin_token: &str, wait_hours: i64) -> (String, String) {
+    let (token, link_id, _) = linked_with_secret(pair, admin_token, wait_hours);
+    (token, link_id)
+}
+
+/// The same, with the wallet's TOTP secret: (session token, link id, secret).
+pub fn linked_with_secret(
+    pair: &Pair,
+    admin_token: &str,
+    wait_hours: i64,
+) -> (String, String, String) {
     set_policy(
         pair,
         admin_token,
@@ -466,7 +486,7 @@ pub fn linked(pair: &Pair, admin_token: &str, wait_hours: i64) -> (String, Strin
     );
     let kinko = &pair.kinko;
     let hanako = customer(0);
-    let token = wallet(
+    let (token, secret) = wallet_with_secret(
         kinko,
         "hanako@example.jp",
         "090-1234-5678",
@@ -477,7 +497,7 @@ pub fn linked(pair: &Pair, admin_token: &str, wait_hours: i64) -> (String, Strin
     let callback = approve_at_bank(&pair.bank, &mut at_bank, &url, &hanako, "0001");
     let linked = complete(kinko, &token, &callback);
     assert_eq!(linked.status, 201, "{}", linked.body);
-    (token, text_of(&json_of(&linked)["id"]))
+    (token, text_of(&json_of(&linked)["id"]), secret)
 }
 
 pub fn charge(kinko: &Server, token: &str, key: &str, link_id: &str, amount: i64) -> HttpResponse {
