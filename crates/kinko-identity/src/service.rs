@@ -380,6 +380,15 @@ fn user_by_id(tx: &mut dyn Tx, user_id: u128) -> Result<Option<UserRow>, Identit
         .transpose()
 }
 
+/// The same without the row lock, for read transactions (the money gate on every payment).
+fn user_read(tx: &mut dyn Tx, user_id: u128) -> Result<Option<UserRow>, IdentityError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM identity_users WHERE id = $1");
+    tx.query_opt(&sql, &[Value::Uuid(user_id)])?
+        .as_ref()
+        .map(user_from)
+        .transpose()
+}
+
 fn user_by_email(tx: &mut dyn Tx, email: &str) -> Result<Option<UserRow>, IdentityError> {
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM identity_users WHERE email = $1{}",
@@ -602,9 +611,16 @@ impl IdentityService {
     /// Resolves a bearer token to its session.
     pub fn authenticate(&self, token: &str) -> Result<SessionInfo, IdentityError> {
         let now_ms = self.now_ms();
-        Ok(self
+        // Every API request comes through here: read without the write lock, and write only
+        // when the idle timer needs moving (at most once per LAST_SEEN_RESOLUTION_MS).
+        let (session, stale) = self
             .db
-            .transaction(|tx: &mut dyn Tx| session::authenticate(tx, now_ms, token))?)
+            .read(|tx: &mut dyn Tx| session::look_up(tx, now_ms, token))?;
+        if stale {
+            self.db
+                .transaction(|tx: &mut dyn Tx| session::touch(tx, now_ms, session.session_id))?;
+        }
+        Ok(session)
     }
 
     /// Login with e-mail and password. The same answer, after the same work, whether the
@@ -840,8 +856,8 @@ impl IdentityService {
         pulls_from_bank: bool,
     ) -> Result<MoneyGate, IdentityError> {
         let now_ms = self.now_ms();
-        self.db.transaction(|tx: &mut dyn Tx| {
-            let user = user_by_id(tx, session.user_id)?.ok_or(IdentityError::NotFound)?;
+        self.db.read(|tx: &mut dyn Tx| {
+            let user = user_read(tx, session.user_id)?.ok_or(IdentityError::NotFound)?;
             let mut reasons = Vec::new();
             if user.status != "active" {
                 reasons.push("IDENTITY_NOT_ACTIVE");

@@ -371,6 +371,20 @@ pub fn authenticate(
     now_ms: i64,
     token: &str,
 ) -> Result<SessionInfo, SessionError> {
+    let (session, stale) = look_up(tx, now_ms, token)?;
+    if stale {
+        touch(tx, now_ms, session.session_id)?;
+    }
+    Ok(session)
+}
+
+/// The session a token names, without writing: reads only, so it can run in a read
+/// transaction. Also answers whether `last_seen_at` is stale enough to [`touch`].
+pub fn look_up(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    token: &str,
+) -> Result<(SessionInfo, bool), SessionError> {
     if !well_formed(token, SESSION_TOKEN_PREFIX) {
         return Err(SessionError::Invalid);
     }
@@ -394,22 +408,29 @@ pub fn authenticate(
     if is_expired(now_ms, expires_at, last_seen_at) {
         return Err(SessionError::Expired);
     }
-    if now_ms.saturating_sub(last_seen_at) >= LAST_SEEN_RESOLUTION_MS {
-        tx.execute(
-            "UPDATE identity_sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
-            &[Value::Uuid(session_id.as_u128()), Value::Int(now_ms)],
-        )?;
-    }
-    Ok(SessionInfo {
-        session_id,
-        user_id: row.uuid(1)?,
-        device_id: device_id_of(&row, 2)?,
-        device_trusted: row.opt_int(9)?.is_some(),
-        second_factor_at: row.opt_int(6)?,
-        created_at: row.int(4)?,
-        expires_at,
-        csrf_hash: row.opt_bytes(3)?,
-    })
+    let stale = now_ms.saturating_sub(last_seen_at) >= LAST_SEEN_RESOLUTION_MS;
+    Ok((
+        SessionInfo {
+            session_id,
+            user_id: row.uuid(1)?,
+            device_id: device_id_of(&row, 2)?,
+            device_trusted: row.opt_int(9)?.is_some(),
+            second_factor_at: row.opt_int(6)?,
+            created_at: row.int(4)?,
+            expires_at,
+            csrf_hash: row.opt_bytes(3)?,
+        },
+        stale,
+    ))
+}
+
+/// Moves the session's `last_seen_at` (its idle timer) to `now_ms`.
+pub fn touch(tx: &mut dyn Tx, now_ms: i64, session_id: SessionId) -> Result<(), SessionError> {
+    tx.execute(
+        "UPDATE identity_sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
+        &[Value::Uuid(session_id.as_u128()), Value::Int(now_ms)],
+    )?;
+    Ok(())
 }
 
 /// Records that a second factor was just passed in this session, and trusts its device.

@@ -144,7 +144,7 @@ impl MoneyService {
         ));
         let rows = self
             .identity_database()
-            .transaction(|tx: &mut dyn Tx| tx.query(&sql, &params))?;
+            .read(|tx: &mut dyn Tx| tx.query(&sql, &params))?;
         let mut movements = rows
             .iter()
             .map(|row| {

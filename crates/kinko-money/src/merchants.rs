@@ -314,6 +314,6 @@ impl crate::charge::MoneyService {
     /// The merchant whose API key this is.
     pub fn merchant_by_key(&self, key: &SecretString) -> Result<Merchant, MoneyError> {
         self.identity_database()
-            .transaction(|tx: &mut dyn Tx| authenticate(tx, key))
+            .read(|tx: &mut dyn Tx| authenticate(tx, key))
     }
 }

@@ -296,7 +296,7 @@ impl MoneyService {
         let now_ms = self.clock_ms();
         let target = self
             .identity_database()
-            .transaction(|tx: &mut dyn Tx| resolve(tx, &code, now_ms))?;
+            .read(|tx: &mut dyn Tx| resolve(tx, &code, now_ms))?;
         Ok(QrQuote {
             kind: if target.request.is_some() {
                 "dynamic"
@@ -324,62 +324,66 @@ impl MoneyService {
         let request_hash = hash_of(&format!("pay|{qr}|{:?}", request.amount_yen));
         let user_id = session.user_id;
         let now_ms = self.clock_ms();
-        let payment = self.identity_database().transaction(|tx: &mut dyn Tx| {
-            if let Some(existing) = payment_by_key(tx, user_id, &request.idempotency_key)? {
-                return replay(&existing, &request_hash).map(Err);
-            }
-            // The payer's row lock orders this wallet's payments (and a replay racing its
-            // original) on PostgreSQL; SQLite's write transactions are exclusive anyway.
-            tx.query_opt(
-                &format!(
-                    "SELECT id FROM identity_users WHERE id = $1{}",
-                    tx.for_update()
-                ),
-                &[Value::Uuid(user_id)],
-            )?;
-            let target = resolve(tx, &code, now_ms)?;
-            let id = uuid::Uuid::now_v7();
-            let (amount_yen, method, reference) = match &target.request {
-                None => (
-                    request.amount_yen.ok_or(MoneyError::AmountRequired)?,
-                    "qr_static",
-                    None,
-                ),
-                Some((reference, recorded)) => {
-                    if request.amount_yen.is_some_and(|typed| typed != *recorded) {
-                        return Err(MoneyError::AmountMismatch);
-                    }
-                    let claimed = tx.execute(
-                        "UPDATE money_payment_requests SET status = 'paid', payment_id = $3
-                         WHERE merchant_id = $1 AND reference = $2 AND status = 'open'",
-                        &[
-                            Value::Uuid(target.merchant.id.as_u128()),
-                            reference.as_str().into(),
-                            Value::Uuid(id.as_u128()),
-                        ],
-                    )?;
-                    if claimed != 1 {
-                        return Err(MoneyError::PaymentRequestUnavailable);
-                    }
-                    (*recorded, "qr_dynamic", Some(reference.as_str()))
+        // Not fsynced by itself: the ledger's commit (or the rejection's, below) that follows
+        // before anyone is answered makes it durable (see `Database::transaction_covered`).
+        let payment = self
+            .identity_database()
+            .transaction_covered(|tx: &mut dyn Tx| {
+                if let Some(existing) = payment_by_key(tx, user_id, &request.idempotency_key)? {
+                    return replay(&existing, &request_hash).map(Err);
                 }
-            };
-            check_amount(amount_yen)?;
-            NewPayment {
-                id,
-                user_id,
-                merchant: &target.merchant,
-                amount_yen,
-                method,
-                reference,
-                key_owner: user_id,
-                idempotency_key: &request.idempotency_key,
-                request_hash: &request_hash,
-                now_ms,
-            }
-            .insert(tx)
-            .map(Ok)
-        })?;
+                // The payer's row lock orders this wallet's payments (and a replay racing its
+                // original) on PostgreSQL; SQLite's write transactions are exclusive anyway.
+                tx.query_opt(
+                    &format!(
+                        "SELECT id FROM identity_users WHERE id = $1{}",
+                        tx.for_update()
+                    ),
+                    &[Value::Uuid(user_id)],
+                )?;
+                let target = resolve(tx, &code, now_ms)?;
+                let id = uuid::Uuid::now_v7();
+                let (amount_yen, method, reference) = match &target.request {
+                    None => (
+                        request.amount_yen.ok_or(MoneyError::AmountRequired)?,
+                        "qr_static",
+                        None,
+                    ),
+                    Some((reference, recorded)) => {
+                        if request.amount_yen.is_some_and(|typed| typed != *recorded) {
+                            return Err(MoneyError::AmountMismatch);
+                        }
+                        let claimed = tx.execute(
+                            "UPDATE money_payment_requests SET status = 'paid', payment_id = $3
+                         WHERE merchant_id = $1 AND reference = $2 AND status = 'open'",
+                            &[
+                                Value::Uuid(target.merchant.id.as_u128()),
+                                reference.as_str().into(),
+                                Value::Uuid(id.as_u128()),
+                            ],
+                        )?;
+                        if claimed != 1 {
+                            return Err(MoneyError::PaymentRequestUnavailable);
+                        }
+                        (*recorded, "qr_dynamic", Some(reference.as_str()))
+                    }
+                };
+                check_amount(amount_yen)?;
+                NewPayment {
+                    id,
+                    user_id,
+                    merchant: &target.merchant,
+                    amount_yen,
+                    method,
+                    reference,
+                    key_owner: user_id,
+                    idempotency_key: &request.idempotency_key,
+                    request_hash: &request_hash,
+                    now_ms,
+                }
+                .insert(tx)
+                .map(Ok)
+            })?;
         match payment {
             Ok(fresh) => self.settle_payment(fresh, user_id),
             Err(saved) if saved.status == "pending" => self.settle_payment(saved, user_id),
@@ -402,7 +406,7 @@ impl MoneyService {
             Moved::InsufficientFunds => ("rejected", Some("insufficient_funds")),
         };
         let now_ms = self.clock_ms();
-        self.identity_database().transaction(|tx: &mut dyn Tx| {
+        let record = |tx: &mut dyn Tx| {
             finish(tx, "money_payments", payment.id, status, reason, now_ms)?;
             if status == "rejected" {
                 // The sale is still open: the payer may top up and scan again.
@@ -413,7 +417,14 @@ impl MoneyService {
                 )?;
             }
             Ok::<_, MoneyError>(())
-        })?;
+        };
+        match moved {
+            // Durable already in the ledger: were this write lost, the row would stay pending
+            // and the reconciler would find the transfer (same id) and post it again.
+            Moved::Posted => self.identity_database().transaction_covered(record)?,
+            // Nothing in the ledger says so: this must be durable before the payer hears it.
+            Moved::InsufficientFunds => self.identity_database().transaction(record)?,
+        }
         payment.status = status.to_owned();
         payment.reason = reason.map(str::to_owned);
         Ok(payment)
@@ -425,7 +436,7 @@ impl MoneyService {
         session: &SessionInfo,
         id: uuid::Uuid,
     ) -> Result<Option<Payment>, MoneyError> {
-        self.identity_database().transaction(|tx: &mut dyn Tx| {
+        self.identity_database().read(|tx: &mut dyn Tx| {
             let row = tx.query_opt(
                 &format!(
                     "SELECT {PAYMENT_COLUMNS} FROM money_payments p
@@ -470,59 +481,62 @@ impl MoneyService {
         let request_hash = hash_of(&format!("redeem|{code}|{amount_yen}"));
         let now_ms = self.clock_ms();
         let merchant_key = merchant.id.as_u128();
-        let payment = self.identity_database().transaction(|tx: &mut dyn Tx| {
-            if let Some(existing) = payment_by_key(tx, merchant_key, idempotency_key)? {
-                return replay(&existing, &request_hash).map(Err);
-            }
-            let claims = kinko_qr::paycode::verify(
-                self.pay_code_key(),
-                code,
-                u64::try_from(now_ms).unwrap_or(0),
-            )?;
-            // The payer must still be able to pay: active, and not frozen after a security
-            // change or a fraud report.
-            let payer = tx
-                .query_opt(
-                    "SELECT status, outgoing_frozen_until FROM identity_users WHERE id = $1",
-                    &[Value::Uuid(claims.wallet)],
-                )?
-                .ok_or(MoneyError::PayCode(kinko_qr::CodeError::BadSignature))?;
-            if payer.text(0)? != "active" {
-                return Err(MoneyError::Gate("IDENTITY_NOT_ACTIVE"));
-            }
-            if payer.opt_int(1)?.is_some_and(|until| until > now_ms) {
-                return Err(MoneyError::Gate("IDENTITY_OUTGOING_FROZEN"));
-            }
-            let id = uuid::Uuid::now_v7();
-            let used = tx.execute(
-                "INSERT INTO money_pay_codes_used (nonce, payment_id, expires_at)
+        // Made durable by the commit that settles it, as for `pay`.
+        let payment = self
+            .identity_database()
+            .transaction_covered(|tx: &mut dyn Tx| {
+                if let Some(existing) = payment_by_key(tx, merchant_key, idempotency_key)? {
+                    return replay(&existing, &request_hash).map(Err);
+                }
+                let claims = kinko_qr::paycode::verify(
+                    self.pay_code_key(),
+                    code,
+                    u64::try_from(now_ms).unwrap_or(0),
+                )?;
+                // The payer must still be able to pay: active, and not frozen after a security
+                // change or a fraud report.
+                let payer = tx
+                    .query_opt(
+                        "SELECT status, outgoing_frozen_until FROM identity_users WHERE id = $1",
+                        &[Value::Uuid(claims.wallet)],
+                    )?
+                    .ok_or(MoneyError::PayCode(kinko_qr::CodeError::BadSignature))?;
+                if payer.text(0)? != "active" {
+                    return Err(MoneyError::Gate("IDENTITY_NOT_ACTIVE"));
+                }
+                if payer.opt_int(1)?.is_some_and(|until| until > now_ms) {
+                    return Err(MoneyError::Gate("IDENTITY_OUTGOING_FROZEN"));
+                }
+                let id = uuid::Uuid::now_v7();
+                let used = tx.execute(
+                    "INSERT INTO money_pay_codes_used (nonce, payment_id, expires_at)
                  VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING",
-                &[
-                    claims.nonce.to_vec().into(),
-                    Value::Uuid(id.as_u128()),
-                    i64::try_from(claims.expires_at_ms)
-                        .unwrap_or(i64::MAX)
-                        .into(),
-                ],
-            )?;
-            if used != 1 {
-                return Err(MoneyError::PayCodeUsed);
-            }
-            NewPayment {
-                id,
-                user_id: claims.wallet,
-                merchant,
-                amount_yen,
-                method: "pay_code",
-                reference: None,
-                key_owner: merchant_key,
-                idempotency_key,
-                request_hash: &request_hash,
-                now_ms,
-            }
-            .insert(tx)
-            .map(|fresh| Ok((fresh, claims.wallet)))
-        })?;
+                    &[
+                        claims.nonce.to_vec().into(),
+                        Value::Uuid(id.as_u128()),
+                        i64::try_from(claims.expires_at_ms)
+                            .unwrap_or(i64::MAX)
+                            .into(),
+                    ],
+                )?;
+                if used != 1 {
+                    return Err(MoneyError::PayCodeUsed);
+                }
+                NewPayment {
+                    id,
+                    user_id: claims.wallet,
+                    merchant,
+                    amount_yen,
+                    method: "pay_code",
+                    reference: None,
+                    key_owner: merchant_key,
+                    idempotency_key,
+                    request_hash: &request_hash,
+                    now_ms,
+                }
+                .insert(tx)
+                .map(|fresh| Ok((fresh, claims.wallet)))
+            })?;
         match payment {
             Ok((fresh, payer)) => self.settle_payment(fresh, payer),
             Err(saved) if saved.status == "pending" => {

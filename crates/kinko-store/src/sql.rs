@@ -300,8 +300,40 @@ impl Database {
     }
 
     /// Runs `work` in one transaction: committed if it returns `Ok`, rolled back otherwise.
+    /// The commit is durable (fsynced) before this returns.
     pub fn transaction<T, E: From<StoreError>>(
         &self,
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(Mode::Write, work)
+    }
+
+    /// Runs read-only `work` in one transaction that sees one snapshot. On SQLite it does not
+    /// take the write lock (a deferred transaction in WAL mode), so reads never queue behind
+    /// writers; PostgreSQL runs it `READ ONLY`. Writing inside is an error.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(Mode::Read, work)
+    }
+
+    /// Like [`Database::transaction`], but on SQLite this commit is not fsynced by itself: it
+    /// becomes durable with the next fsynced commit to the same database (every commit
+    /// appends to the one WAL file, and an fsync covers all of it). For hot-path bookkeeping
+    /// only, where a durable commit follows before anyone is answered (the ledger's), or
+    /// where a lost write leaves a state the reconciler finishes. PostgreSQL commits durably
+    /// as always.
+    pub fn transaction_covered<T, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(Mode::WriteCovered, work)
+    }
+
+    fn run<T, E: From<StoreError>>(
+        &self,
+        mode: Mode,
         work: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         match &self.backend {
@@ -310,14 +342,33 @@ impl Database {
                 let mut tx = SqliteTx {
                     connection: &connection,
                 };
-                let outcome = begin(&mut tx, "BEGIN IMMEDIATE")
+                let (begin_sql, synchronous) = match mode {
+                    Mode::Write => ("BEGIN IMMEDIATE", None),
+                    Mode::WriteCovered => ("BEGIN IMMEDIATE", Some("NORMAL")),
+                    Mode::Read => ("BEGIN DEFERRED", None),
+                };
+                let relaxed = match synchronous {
+                    Some(level) => connection
+                        .execute_batch(&format!("PRAGMA synchronous = {level}"))
+                        .map_err(sqlite_error),
+                    None => Ok(()),
+                };
+                let outcome = relaxed
+                    .and_then(|()| begin(&mut tx, begin_sql))
                     .map_err(E::from)
                     .and_then(|()| work(&mut tx));
                 let finished = match &outcome {
                     Ok(_) => tx.execute("COMMIT", &[]),
                     Err(_) => tx.execute("ROLLBACK", &[]),
                 };
-                let healthy = connection.is_autocommit();
+                // Back to the durable default before the connection serves anyone else.
+                let restored = match synchronous {
+                    Some(_) => connection
+                        .execute_batch("PRAGMA synchronous = FULL")
+                        .is_ok(),
+                    None => true,
+                };
+                let healthy = connection.is_autocommit() && restored;
                 if healthy {
                     pool.give_back(connection);
                 } else {
@@ -335,7 +386,11 @@ impl Database {
                 let mut tx = PostgresTx {
                     client: &mut client,
                 };
-                let outcome = begin(&mut tx, "BEGIN")
+                let begin_sql = match mode {
+                    Mode::Write | Mode::WriteCovered => "BEGIN",
+                    Mode::Read => "BEGIN READ ONLY",
+                };
+                let outcome = begin(&mut tx, begin_sql)
                     .map_err(E::from)
                     .and_then(|()| work(&mut tx));
                 let finished = match &outcome {
@@ -353,6 +408,15 @@ impl Database {
             }
         }
     }
+}
+
+/// What a transaction may do, and how its commit is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Write,
+    /// A write whose commit a later fsynced commit covers (SQLite only).
+    WriteCovered,
+    Read,
 }
 
 fn begin(tx: &mut dyn Tx, statement: &str) -> Result<(), StoreError> {
