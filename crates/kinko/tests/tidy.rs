@@ -50,6 +50,11 @@ fn dependencies_point_inward() {
         ),
         ("kinko-store", &["kinko-web", "axum"]),
         ("kinko-web", &["rusqlite", "postgres"]),
+        ("kinko-money", &["kinko-web", "axum", "tokio"]),
+        (
+            "kinko-qr",
+            &["kinko-store", "kinko-web", "tokio", "rusqlite", "postgres", "axum"],
+        ),
     ];
     for (krate, banned) in forbidden {
         let dependencies = dependencies_of(krate);
