@@ -173,12 +173,18 @@ fn payment_by_key(tx: &mut dyn Tx, key_owner: u128, key: &str) -> Result<Option<
     )?)
 }
 
+/// A row just written, or the one a replayed `Idempotency-Key` found, with its payer.
+enum Recorded<T> {
+    Fresh(T, u128),
+    Saved(T, u128),
+}
+
 /// The saved answer for a replayed key, or `IDEMPOTENCY_KEY_REUSED` for another request.
-fn replay(row: &Row, request_hash: &str) -> Result<Payment, MoneyError> {
+fn replay(row: &Row, request_hash: &str) -> Result<Recorded<Payment>, MoneyError> {
     if row.text(11)? != request_hash {
         return Err(MoneyError::IdempotencyKeyReused);
     }
-    payment_from(row)
+    Ok(Recorded::Saved(payment_from(row)?, row.uuid(12)?))
 }
 
 /// Resolves a decoded code against Kinko's records (see the module doc).
@@ -330,7 +336,7 @@ impl MoneyService {
             .identity_database()
             .transaction_covered(|tx: &mut dyn Tx| {
                 if let Some(existing) = payment_by_key(tx, user_id, &request.idempotency_key)? {
-                    return replay(&existing, &request_hash).map(Err);
+                    return replay(&existing, &request_hash);
                 }
                 // The payer's row lock orders this wallet's payments (and a replay racing its
                 // original) on PostgreSQL; SQLite's write transactions are exclusive anyway.
@@ -382,12 +388,20 @@ impl MoneyService {
                     now_ms,
                 }
                 .insert(tx)
-                .map(Ok)
+                .map(|fresh| Recorded::Fresh(fresh, user_id))
             })?;
-        match payment {
-            Ok(fresh) => self.settle_payment(fresh, user_id),
-            Err(saved) if saved.status == "pending" => self.settle_payment(saved, user_id),
-            Err(saved) => Ok(saved),
+        self.finish_recorded(payment)
+    }
+
+    /// Settles a payment just written, or one a replay found still pending (its first
+    /// attempt was cut short); a settled one is the saved answer.
+    fn finish_recorded(&self, recorded: Recorded<Payment>) -> Result<Payment, MoneyError> {
+        match recorded {
+            Recorded::Fresh(payment, payer) => self.settle_payment(payment, payer),
+            Recorded::Saved(payment, payer) if payment.status == "pending" => {
+                self.settle_payment(payment, payer)
+            }
+            Recorded::Saved(payment, _) => Ok(payment),
         }
     }
 
@@ -486,7 +500,7 @@ impl MoneyService {
             .identity_database()
             .transaction_covered(|tx: &mut dyn Tx| {
                 if let Some(existing) = payment_by_key(tx, merchant_key, idempotency_key)? {
-                    return replay(&existing, &request_hash).map(Err);
+                    return replay(&existing, &request_hash);
                 }
                 let claims = kinko_qr::paycode::verify(
                     self.pay_code_key(),
@@ -535,28 +549,9 @@ impl MoneyService {
                     now_ms,
                 }
                 .insert(tx)
-                .map(|fresh| Ok((fresh, claims.wallet)))
+                .map(|fresh| Recorded::Fresh(fresh, claims.wallet))
             })?;
-        match payment {
-            Ok((fresh, payer)) => self.settle_payment(fresh, payer),
-            Err(saved) if saved.status == "pending" => {
-                let payer = self.payer_of(saved.id)?;
-                self.settle_payment(saved, payer)
-            }
-            Err(saved) => Ok(saved),
-        }
-    }
-
-    fn payer_of(&self, payment_id: uuid::Uuid) -> Result<u128, MoneyError> {
-        self.identity_database().transaction(|tx: &mut dyn Tx| {
-            Ok::<_, MoneyError>(
-                tx.query_one(
-                    "SELECT user_id FROM money_payments WHERE id = $1",
-                    &[Value::Uuid(payment_id.as_u128())],
-                )?
-                .uuid(0)?,
-            )
-        })
+        self.finish_recorded(payment)
     }
 
     /// A dynamic code for one sale of `amount_yen`, payable once within 10 minutes.
@@ -672,7 +667,7 @@ impl MoneyService {
                 if existing.text(6)? != request_hash {
                     return Err(MoneyError::IdempotencyKeyReused);
                 }
-                return Ok(Err((refund_from(&existing)?, existing.uuid(7)?)));
+                return Ok(Recorded::Saved(refund_from(&existing)?, existing.uuid(7)?));
             }
             // The payment's row lock orders its refunds: the sum below cannot be outrun.
             let payment = tx
@@ -727,7 +722,7 @@ impl MoneyService {
                     now_ms.into(),
                 ],
             )?;
-            Ok(Ok((
+            Ok(Recorded::Fresh(
                 Refund {
                     id,
                     payment_id,
@@ -737,14 +732,14 @@ impl MoneyService {
                     created_at_ms: now_ms,
                 },
                 user_id,
-            )))
+            ))
         })?;
         match refund {
-            Ok((fresh, user_id)) => self.settle_refund(fresh, merchant_id, user_id),
-            Err((saved, user_id)) if saved.status == "pending" => {
+            Recorded::Fresh(fresh, user_id) => self.settle_refund(fresh, merchant_id, user_id),
+            Recorded::Saved(saved, user_id) if saved.status == "pending" => {
                 self.settle_refund(saved, merchant_id, user_id)
             }
-            Err((saved, _)) => Ok(saved),
+            Recorded::Saved(saved, _) => Ok(saved),
         }
     }
 

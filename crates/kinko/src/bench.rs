@@ -22,6 +22,9 @@ use crate::StoreArgs;
 pub enum BenchCommand {
     /// Durable ledger throughput, in-process (no HTTP).
     Ledger(LedgerBenchArgs),
+    /// QR payments over HTTP/1.1 keep-alive connections, against a running server or a
+    /// `kinko serve` child on a fresh store.
+    Api(crate::bench_api::ApiBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +53,7 @@ pub struct LedgerBenchArgs {
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Ledger(args) => ledger(args),
+        BenchCommand::Api(args) => crate::bench_api::run(args),
     }
 }
 

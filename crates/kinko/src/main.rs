@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod bank_sandbox;
 mod bench;
+mod bench_api;
 mod crash_child;
 mod demo;
 mod serve;

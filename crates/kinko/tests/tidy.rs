@@ -53,7 +53,14 @@ fn dependencies_point_inward() {
         ("kinko-money", &["kinko-web", "axum", "tokio"]),
         (
             "kinko-qr",
-            &["kinko-store", "kinko-web", "tokio", "rusqlite", "postgres", "axum"],
+            &[
+                "kinko-store",
+                "kinko-web",
+                "tokio",
+                "rusqlite",
+                "postgres",
+                "axum",
+            ],
         ),
     ];
     for (krate, banned) in forbidden {
