@@ -330,12 +330,15 @@ impl MoneyService {
         let request_hash = hash_of(&format!("pay|{qr}|{:?}", request.amount_yen));
         let user_id = session.user_id;
         let now_ms = self.clock_ms();
+        // The work runs on the group committer's thread: it owns what it needs.
+        let idempotency_key = request.idempotency_key.clone();
+        let typed_amount_yen = request.amount_yen;
         // Not fsynced by itself: the ledger's commit (or the rejection's, below) that follows
         // before anyone is answered makes it durable (see `Database::transaction_covered`).
         let payment = self
             .identity_database()
-            .transaction_covered(|tx: &mut dyn Tx| {
-                if let Some(existing) = payment_by_key(tx, user_id, &request.idempotency_key)? {
+            .transaction_covered(move |tx: &mut dyn Tx| {
+                if let Some(existing) = payment_by_key(tx, user_id, &idempotency_key)? {
                     return replay(&existing, &request_hash);
                 }
                 // The payer's row lock orders this wallet's payments (and a replay racing its
@@ -351,12 +354,12 @@ impl MoneyService {
                 let id = uuid::Uuid::now_v7();
                 let (amount_yen, method, reference) = match &target.request {
                     None => (
-                        request.amount_yen.ok_or(MoneyError::AmountRequired)?,
+                        typed_amount_yen.ok_or(MoneyError::AmountRequired)?,
                         "qr_static",
                         None,
                     ),
                     Some((reference, recorded)) => {
-                        if request.amount_yen.is_some_and(|typed| typed != *recorded) {
+                        if typed_amount_yen.is_some_and(|typed| typed != *recorded) {
                             return Err(MoneyError::AmountMismatch);
                         }
                         let claimed = tx.execute(
@@ -383,7 +386,7 @@ impl MoneyService {
                     method,
                     reference,
                     key_owner: user_id,
-                    idempotency_key: &request.idempotency_key,
+                    idempotency_key: &idempotency_key,
                     request_hash: &request_hash,
                     now_ms,
                 }
@@ -420,14 +423,15 @@ impl MoneyService {
             Moved::InsufficientFunds => ("rejected", Some("insufficient_funds")),
         };
         let now_ms = self.clock_ms();
-        let record = |tx: &mut dyn Tx| {
-            finish(tx, "money_payments", payment.id, status, reason, now_ms)?;
+        let payment_id = payment.id;
+        let record = move |tx: &mut dyn Tx| {
+            finish(tx, "money_payments", payment_id, status, reason, now_ms)?;
             if status == "rejected" {
                 // The sale is still open: the payer may top up and scan again.
                 tx.execute(
                     "UPDATE money_payment_requests SET status = 'open', payment_id = NULL
                      WHERE payment_id = $1",
-                    &[Value::Uuid(payment.id.as_u128())],
+                    &[Value::Uuid(payment_id.as_u128())],
                 )?;
             }
             Ok::<_, MoneyError>(())
@@ -495,62 +499,59 @@ impl MoneyService {
         let request_hash = hash_of(&format!("redeem|{code}|{amount_yen}"));
         let now_ms = self.clock_ms();
         let merchant_key = merchant.id.as_u128();
-        // Made durable by the commit that settles it, as for `pay`.
-        let payment = self
-            .identity_database()
-            .transaction_covered(|tx: &mut dyn Tx| {
-                if let Some(existing) = payment_by_key(tx, merchant_key, idempotency_key)? {
-                    return replay(&existing, &request_hash);
-                }
-                let claims = kinko_qr::paycode::verify(
-                    self.pay_code_key(),
-                    code,
-                    u64::try_from(now_ms).unwrap_or(0),
-                )?;
-                // The payer must still be able to pay: active, and not frozen after a security
-                // change or a fraud report.
-                let payer = tx
-                    .query_opt(
-                        "SELECT status, outgoing_frozen_until FROM identity_users WHERE id = $1",
-                        &[Value::Uuid(claims.wallet)],
-                    )?
-                    .ok_or(MoneyError::PayCode(kinko_qr::CodeError::BadSignature))?;
-                if payer.text(0)? != "active" {
-                    return Err(MoneyError::Gate("IDENTITY_NOT_ACTIVE"));
-                }
-                if payer.opt_int(1)?.is_some_and(|until| until > now_ms) {
-                    return Err(MoneyError::Gate("IDENTITY_OUTGOING_FROZEN"));
-                }
-                let id = uuid::Uuid::now_v7();
-                let used = tx.execute(
-                    "INSERT INTO money_pay_codes_used (nonce, payment_id, expires_at)
+        let payment = self.identity_database().transaction(|tx: &mut dyn Tx| {
+            if let Some(existing) = payment_by_key(tx, merchant_key, idempotency_key)? {
+                return replay(&existing, &request_hash);
+            }
+            let claims = kinko_qr::paycode::verify(
+                self.pay_code_key(),
+                code,
+                u64::try_from(now_ms).unwrap_or(0),
+            )?;
+            // The payer must still be able to pay: active, and not frozen after a security
+            // change or a fraud report.
+            let payer = tx
+                .query_opt(
+                    "SELECT status, outgoing_frozen_until FROM identity_users WHERE id = $1",
+                    &[Value::Uuid(claims.wallet)],
+                )?
+                .ok_or(MoneyError::PayCode(kinko_qr::CodeError::BadSignature))?;
+            if payer.text(0)? != "active" {
+                return Err(MoneyError::Gate("IDENTITY_NOT_ACTIVE"));
+            }
+            if payer.opt_int(1)?.is_some_and(|until| until > now_ms) {
+                return Err(MoneyError::Gate("IDENTITY_OUTGOING_FROZEN"));
+            }
+            let id = uuid::Uuid::now_v7();
+            let used = tx.execute(
+                "INSERT INTO money_pay_codes_used (nonce, payment_id, expires_at)
                  VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING",
-                    &[
-                        claims.nonce.to_vec().into(),
-                        Value::Uuid(id.as_u128()),
-                        i64::try_from(claims.expires_at_ms)
-                            .unwrap_or(i64::MAX)
-                            .into(),
-                    ],
-                )?;
-                if used != 1 {
-                    return Err(MoneyError::PayCodeUsed);
-                }
-                NewPayment {
-                    id,
-                    user_id: claims.wallet,
-                    merchant,
-                    amount_yen,
-                    method: "pay_code",
-                    reference: None,
-                    key_owner: merchant_key,
-                    idempotency_key,
-                    request_hash: &request_hash,
-                    now_ms,
-                }
-                .insert(tx)
-                .map(|fresh| Recorded::Fresh(fresh, claims.wallet))
-            })?;
+                &[
+                    claims.nonce.to_vec().into(),
+                    Value::Uuid(id.as_u128()),
+                    i64::try_from(claims.expires_at_ms)
+                        .unwrap_or(i64::MAX)
+                        .into(),
+                ],
+            )?;
+            if used != 1 {
+                return Err(MoneyError::PayCodeUsed);
+            }
+            NewPayment {
+                id,
+                user_id: claims.wallet,
+                merchant,
+                amount_yen,
+                method: "pay_code",
+                reference: None,
+                key_owner: merchant_key,
+                idempotency_key,
+                request_hash: &request_hash,
+                now_ms,
+            }
+            .insert(tx)
+            .map(|fresh| Recorded::Fresh(fresh, claims.wallet))
+        })?;
         self.finish_recorded(payment)
     }
 

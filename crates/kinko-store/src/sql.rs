@@ -263,6 +263,8 @@ enum Backend {
     Sqlite {
         pool: Pool<rusqlite::Connection>,
         data_dir: std::path::PathBuf,
+        /// The group committer of covered transactions, started on first use.
+        committer: std::sync::OnceLock<std::sync::mpsc::SyncSender<GroupJob>>,
     },
     Postgres {
         pool: Pool<postgres::Client>,
@@ -283,6 +285,7 @@ impl Database {
             StoreLocation::Sqlite { data_dir } => Backend::Sqlite {
                 pool: Pool::new(POOL_SIZE, wait),
                 data_dir: data_dir.clone(),
+                committer: std::sync::OnceLock::new(),
             },
             StoreLocation::Postgres { url } => Backend::Postgres {
                 pool: Pool::new(POOL_SIZE, wait),
@@ -318,17 +321,56 @@ impl Database {
         self.run(Mode::Read, work)
     }
 
-    /// Like [`Database::transaction`], but on SQLite this commit is not fsynced by itself: it
-    /// becomes durable with the next fsynced commit to the same database (every commit
-    /// appends to the one WAL file, and an fsync covers all of it). For hot-path bookkeeping
-    /// only, where a durable commit follows before anyone is answered (the ledger's), or
-    /// where a lost write leaves a state the reconciler finishes. PostgreSQL commits durably
-    /// as always.
-    pub fn transaction_covered<T, E: From<StoreError>>(
+    /// Like [`Database::transaction`], but on SQLite the commit is shared and not fsynced by
+    /// itself. `work` joins a queue; one committer thread runs whatever is queued in one
+    /// transaction, each piece of work in a savepoint of its own (an `Err` rolls back only
+    /// that piece), commits once and then answers every caller. The commit becomes durable
+    /// with the next fsynced commit to the same database: every commit appends to the one WAL
+    /// file, and an fsync covers all of it. For hot-path bookkeeping only, where a durable
+    /// commit follows before anyone is answered (the ledger's), or where a lost write leaves
+    /// a state the reconciler finishes. PostgreSQL commits each one durably as always.
+    pub fn transaction_covered<T, E>(
         &self,
-        work: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
-    ) -> Result<T, E> {
-        self.run(Mode::WriteCovered, work)
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let Backend::Sqlite {
+            data_dir,
+            committer,
+            ..
+        } = &self.backend
+        else {
+            return self.run(Mode::Write, work);
+        };
+        let sender = match committer.get() {
+            Some(sender) => sender,
+            None => {
+                let started = start_committer(data_dir.clone())?;
+                committer.get_or_init(|| started)
+            }
+        };
+        let (reply, answer) = std::sync::mpsc::sync_channel::<Result<T, E>>(1);
+        let job: GroupJob = Box::new(move |tx: &mut dyn Tx| {
+            let outcome = work(tx);
+            let keep = outcome.is_ok();
+            let finish: GroupFinish = Box::new(move |failure: Option<&StoreError>| {
+                let result = match (outcome, failure) {
+                    (Ok(_), Some(error)) => Err(E::from(StoreError::new(error.message.clone()))),
+                    (outcome, _) => outcome,
+                };
+                // The caller waits for this answer; it is gone only if its thread died.
+                if reply.send(result).is_err() {
+                    tracing::warn!("a covered transaction's caller went away");
+                }
+            });
+            (keep, finish)
+        });
+        let stopped = || StoreError::new("sqlite: the group committer stopped");
+        sender.send(job).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| E::from(stopped()))?
     }
 
     fn run<T, E: From<StoreError>>(
@@ -337,39 +379,28 @@ impl Database {
         work: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         match &self.backend {
-            Backend::Sqlite { pool, data_dir } => {
+            Backend::Sqlite { pool, data_dir, .. } => {
+                // Writers take their turn in this process's gate before SQLite's lock.
+                let _permit = match mode {
+                    Mode::Write => Some(crate::sqlite::write_gate(data_dir).enter()?),
+                    Mode::Read => None,
+                };
                 let connection = pool.take(|| open_sqlite(data_dir))?;
                 let mut tx = SqliteTx {
                     connection: &connection,
                 };
-                let (begin_sql, synchronous) = match mode {
-                    Mode::Write => ("BEGIN IMMEDIATE", None),
-                    Mode::WriteCovered => ("BEGIN IMMEDIATE", Some("NORMAL")),
-                    Mode::Read => ("BEGIN DEFERRED", None),
+                let begin_sql = match mode {
+                    Mode::Write => "BEGIN IMMEDIATE",
+                    Mode::Read => "BEGIN DEFERRED",
                 };
-                let relaxed = match synchronous {
-                    Some(level) => connection
-                        .execute_batch(&format!("PRAGMA synchronous = {level}"))
-                        .map_err(sqlite_error),
-                    None => Ok(()),
-                };
-                let outcome = relaxed
-                    .and_then(|()| begin(&mut tx, begin_sql))
+                let outcome = begin(&mut tx, begin_sql)
                     .map_err(E::from)
                     .and_then(|()| work(&mut tx));
                 let finished = match &outcome {
                     Ok(_) => tx.execute("COMMIT", &[]),
                     Err(_) => tx.execute("ROLLBACK", &[]),
                 };
-                // Back to the durable default before the connection serves anyone else.
-                let restored = match synchronous {
-                    Some(_) => connection
-                        .execute_batch("PRAGMA synchronous = FULL")
-                        .is_ok(),
-                    None => true,
-                };
-                let healthy = connection.is_autocommit() && restored;
-                if healthy {
+                if connection.is_autocommit() {
                     pool.give_back(connection);
                 } else {
                     pool.forget_one();
@@ -387,7 +418,7 @@ impl Database {
                     client: &mut client,
                 };
                 let begin_sql = match mode {
-                    Mode::Write | Mode::WriteCovered => "BEGIN",
+                    Mode::Write => "BEGIN",
                     Mode::Read => "BEGIN READ ONLY",
                 };
                 let outcome = begin(&mut tx, begin_sql)
@@ -410,12 +441,126 @@ impl Database {
     }
 }
 
+/// One caller's work in a shared transaction: answers whether to keep it, and what to do
+/// once the commit's fate is known (`Some(error)` if it failed).
+type GroupJob = Box<dyn FnOnce(&mut dyn Tx) -> (bool, GroupFinish) + Send>;
+type GroupFinish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// At most this many callers share one commit.
+const GROUP_JOBS_MAX: usize = 512;
+/// Callers waiting for the committer; more wait to queue (backpressure).
+const GROUP_QUEUE_MAX: usize = 4_096;
+
+fn start_committer(
+    data_dir: std::path::PathBuf,
+) -> Result<std::sync::mpsc::SyncSender<GroupJob>, StoreError> {
+    let connection = open_sqlite(&data_dir)?;
+    // Its commits are covered by a later fsynced one (see `transaction_covered`).
+    connection
+        .execute_batch("PRAGMA synchronous = NORMAL")
+        .map_err(sqlite_error)?;
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<GroupJob>(GROUP_QUEUE_MAX);
+    let gate = crate::sqlite::write_gate(&data_dir);
+    std::thread::Builder::new()
+        .name("sql-committer".to_owned())
+        .spawn(move || {
+            // Ends when the database (the last sender) is dropped.
+            while let Ok(first) = receiver.recv() {
+                let mut jobs = vec![first];
+                while jobs.len() < GROUP_JOBS_MAX {
+                    match receiver.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                commit_group(&connection, &gate, jobs);
+            }
+        })
+        .map_err(|error| StoreError::new(format!("starting the group committer: {error}")))?;
+    Ok(sender)
+}
+
+/// Runs `jobs` in one transaction, each in its own savepoint, and tells each how it ended.
+fn commit_group(
+    connection: &rusqlite::Connection,
+    gate: &std::sync::Arc<crate::sqlite::WriteGate>,
+    jobs: Vec<GroupJob>,
+) {
+    let mut finishers = Vec::with_capacity(jobs.len());
+    let mut failure: Option<StoreError> = None;
+    let mut tx = SqliteTx { connection };
+    let permit = match gate.enter() {
+        Ok(permit) => Some(permit),
+        Err(error) => {
+            failure = Some(error);
+            None
+        }
+    };
+    if failure.is_none()
+        && let Err(error) = tx.execute("BEGIN IMMEDIATE", &[])
+    {
+        failure = Some(error);
+    }
+    for job in jobs {
+        if failure.is_some() {
+            // Not run: the whole group failed; its caller hears why.
+            let refused: &mut dyn Tx = &mut FailedTx;
+            let (_, finish) = job(refused);
+            finishers.push(finish);
+            continue;
+        }
+        let framed = tx.execute("SAVEPOINT job", &[]).map(|_| ());
+        let (keep, finish) = job(&mut tx);
+        finishers.push(finish);
+        let closed = framed.and_then(|()| {
+            if keep {
+                tx.execute("RELEASE job", &[])
+            } else {
+                tx.execute("ROLLBACK TO job", &[])
+                    .and_then(|_| tx.execute("RELEASE job", &[]))
+            }
+        });
+        if let Err(error) = closed {
+            failure = Some(error);
+        }
+    }
+    if failure.is_none()
+        && let Err(error) = tx.execute("COMMIT", &[])
+    {
+        failure = Some(error);
+    }
+    if failure.is_some() && !connection.is_autocommit() {
+        if let Err(error) = tx.execute("ROLLBACK", &[]) {
+            tracing::error!(error = %error, "rolling back a failed group failed");
+        }
+    }
+    drop(permit);
+    for finish in finishers {
+        finish(failure.as_ref());
+    }
+}
+
+/// What a job sees when its group failed before it could run: every statement fails.
+struct FailedTx;
+
+impl Tx for FailedTx {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&mut self, _sql: &str, _params: &[Value]) -> Result<u64, StoreError> {
+        Err(StoreError::new("sqlite: the shared transaction failed"))
+    }
+
+    fn query(&mut self, _sql: &str, _params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        Err(StoreError::new("sqlite: the shared transaction failed"))
+    }
+}
+
 /// What a transaction may do, and how its commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Write,
-    /// A write whose commit a later fsynced commit covers (SQLite only).
-    WriteCovered,
     Read,
 }
 
