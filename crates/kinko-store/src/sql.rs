@@ -529,10 +529,11 @@ fn commit_group(
     {
         failure = Some(error);
     }
-    if failure.is_some() && !connection.is_autocommit() {
-        if let Err(error) = tx.execute("ROLLBACK", &[]) {
-            tracing::error!(error = %error, "rolling back a failed group failed");
-        }
+    if failure.is_some()
+        && !connection.is_autocommit()
+        && let Err(error) = tx.execute("ROLLBACK", &[])
+    {
+        tracing::error!(error = %error, "rolling back a failed group failed");
     }
     drop(permit);
     for finish in finishers {
