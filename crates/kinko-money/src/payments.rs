@@ -19,7 +19,7 @@
 
 use kinko_identity::session::SessionInfo;
 use kinko_qr::{MerchantQr, Payment as QrPayment, QrReference};
-use kinko_store::sql::{Row, Tx, Value};
+use kinko_store::sql::{Dialect, Row, Tx, Value};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -343,13 +343,12 @@ impl MoneyService {
                 }
                 // The payer's row lock orders this wallet's payments (and a replay racing its
                 // original) on PostgreSQL; SQLite's write transactions are exclusive anyway.
-                tx.query_opt(
-                    &format!(
-                        "SELECT id FROM identity_users WHERE id = $1{}",
-                        tx.for_update()
-                    ),
-                    &[Value::Uuid(user_id)],
-                )?;
+                if tx.dialect() == Dialect::Postgres {
+                    tx.query_opt(
+                        "SELECT id FROM identity_users WHERE id = $1 FOR UPDATE",
+                        &[Value::Uuid(user_id)],
+                    )?;
+                }
                 let target = resolve(tx, &code, now_ms)?;
                 let id = uuid::Uuid::now_v7();
                 let (amount_yen, method, reference) = match &target.request {

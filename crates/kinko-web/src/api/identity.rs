@@ -117,50 +117,78 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// cookie a state-changing request must also carry the session's CSRF token in `X-CSRF-Token`.
 pub struct Authenticated(pub SessionInfo);
 
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = Problem;
+/// A request's session token (and, with a cookie on a state-changing request, the CSRF token
+/// it must carry), read from the headers without touching the store. Handlers on the hot path
+/// take this and call [`SessionCredentials::authenticate`] on the blocking thread they already
+/// use, saving a thread hop per request; others take [`Authenticated`].
+pub struct SessionCredentials {
+    token: String,
+    csrf: Option<String>,
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+impl SessionCredentials {
+    fn from_parts(parts: &Parts) -> Result<Self, Problem> {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::to_owned);
-        let (token, csrf) = match bearer {
-            Some(token) => (token, None),
-            None => {
-                let token = session_cookie(&parts.headers).ok_or_else(|| {
-                    Problem::new(
-                        StatusCode::UNAUTHORIZED,
-                        "SESSION_INVALID",
-                        "Sign in first: send Authorization: Bearer <session token>.",
-                    )
-                })?;
-                let changes_state = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
-                let csrf = if changes_state {
-                    Some(
-                        parts
-                            .headers
-                            .get(CSRF_HEADER)
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned(),
-                    )
-                } else {
-                    None
-                };
-                (token, csrf)
-            }
-        };
-        let service = identity(state);
-        let session = blocking(move || service.authenticate(&token)).await?;
-        if let Some(presented) = csrf {
+        if let Some(token) = bearer {
+            return Ok(Self { token, csrf: None });
+        }
+        let token = session_cookie(&parts.headers).ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "SESSION_INVALID",
+                "Sign in first: send Authorization: Bearer <session token>.",
+            )
+        })?;
+        let changes_state = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+        let csrf = changes_state.then(|| {
+            parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        });
+        Ok(Self { token, csrf })
+    }
+
+    /// The session, checked against the store (blocking: call it off the async workers).
+    pub fn authenticate(&self, identity: &IdentityService) -> Result<SessionInfo, Problem> {
+        let session = identity.authenticate(&self.token)?;
+        if let Some(presented) = &self.csrf {
             session
-                .check_csrf(&presented)
+                .check_csrf(presented)
                 .map_err(|error| Problem::from(IdentityError::from(error)))?;
         }
-        Ok(Authenticated(session))
+        Ok(session)
+    }
+}
+
+impl FromRequestParts<AppState> for SessionCredentials {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Problem> {
+        Self::from_parts(parts)
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let credentials = SessionCredentials::from_parts(parts)?;
+        let service = identity(state);
+        match tokio::task::spawn_blocking(move || credentials.authenticate(&service)).await {
+            Ok(session) => Ok(Authenticated(session?)),
+            Err(error) => {
+                tracing::error!(error = %error, "identity task failed");
+                Err(Problem::internal())
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api::ApiJson;
-use crate::api::identity::Authenticated;
+use crate::api::identity::{Authenticated, SessionCredentials};
 use crate::api::money::{blocking, idempotency_key, money};
 use crate::api::operator::OperatorToken;
 use crate::problem::Problem;
@@ -119,23 +119,32 @@ pub struct PayBody {
         (status = 409, body = Problem)))]
 pub async fn pay(
     State(state): State<AppState>,
-    Authenticated(session): Authenticated,
+    credentials: SessionCredentials,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PayBody>,
 ) -> Result<(StatusCode, Json<Payment>), Problem> {
     let key = idempotency_key(&headers)?;
     let service = money(&state);
-    let paid = blocking(move || {
-        service.pay(
-            &session,
-            &PayRequest {
-                qr: body.qr,
-                amount_yen: body.amount_yen,
-                idempotency_key: key,
-            },
-        )
+    let identity = std::sync::Arc::clone(&state.identity);
+    // The hot path: the session is checked on the same blocking thread as the payment.
+    let paid = tokio::task::spawn_blocking(move || {
+        let session = credentials.authenticate(&identity)?;
+        service
+            .pay(
+                &session,
+                &PayRequest {
+                    qr: body.qr,
+                    amount_yen: body.amount_yen,
+                    idempotency_key: key,
+                },
+            )
+            .map_err(Problem::from)
     })
-    .await?;
+    .await
+    .map_err(|error| {
+        tracing::error!(error = %error, "payment task failed");
+        Problem::internal()
+    })??;
     Ok((StatusCode::CREATED, Json(paid)))
 }
 
