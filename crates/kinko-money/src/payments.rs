@@ -417,6 +417,7 @@ impl MoneyService {
             payment.amount_yen,
             transfer::PAYMENT,
         )?;
+        crate::charge::failpoint("payment_after_ledger");
         let (status, reason) = match moved {
             Moved::Posted => ("posted", None),
             Moved::InsufficientFunds => ("rejected", Some("insufficient_funds")),

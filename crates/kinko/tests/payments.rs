@@ -27,6 +27,7 @@ both!(
     parallel_payments_never_overdraw,
     no_one_reaches_anothers_payments,
     credits_need_a_reviewer_and_a_reason,
+    a_crash_after_the_ledger_is_finished_by_the_reconciler,
 );
 
 struct World {
@@ -35,8 +36,14 @@ struct World {
 }
 
 fn world(backend: &str) -> World {
+    world_with(backend, &[])
+}
+
+fn world_with(backend: &str, environment: &[(&str, &str)]) -> World {
     // No freeze after enrolling TOTP: these wallets pay right after setting it up.
-    let (kinko, admin) = Server::start_with_admin(backend, &[("KINKO_OUTGOING_FREEZE_S", "0")]);
+    let mut env = vec![("KINKO_OUTGOING_FREEZE_S", "0")];
+    env.extend_from_slice(environment);
+    let (kinko, admin) = Server::start_with_admin(backend, &env);
     let admin_token = kinko.operator_token(&admin, 0);
     World { kinko, admin_token }
 }
@@ -737,5 +744,58 @@ fn credits_need_a_reviewer_and_a_reason(backend: &str) {
         "{}",
         audit.body
     );
+    kinko.assert_books_balance();
+}
+
+/// The server dies after the ledger moved the money and before the payment row says so: the
+/// payer hears nothing; after a restart the reconciler finds the transfer by the row's id and
+/// marks the payment posted, and the same request again moves nothing more.
+fn a_crash_after_the_ledger_is_finished_by_the_reconciler(backend: &str) {
+    let mut world = world_with(backend, &[("KINKO_FAILPOINT", "payment_after_ledger")]);
+    let (_, hanako) = funded_wallet(&world, "hanako@example.jp", "090-1234-5678", 10_000);
+    let (_, key) = merchant(&world, "Kinko Mart", "きんこマート");
+    let payload = static_code(&world.kinko, &key);
+    let body = json!({ "qr": payload, "amount_yen": 2_500 });
+    let address = world.kinko.address.clone();
+    let crashed = std::panic::catch_unwind(|| {
+        let bearer = format!("Bearer {hanako}");
+        http_with(
+            &address,
+            "POST",
+            "/api/v1/payments",
+            Some(&body.to_string()),
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Idempotency-Key", "crash-1"),
+            ],
+        )
+    });
+    assert!(
+        crashed.is_err()
+            || crashed
+                .as_ref()
+                .is_ok_and(|response| response.status >= 500),
+        "the failpoint did not stop the server"
+    );
+    world.kinko.restart(&[
+        ("KINKO_OUTGOING_FREEZE_S", "0"),
+        ("KINKO_RECONCILE_AFTER_S", "0"),
+        ("KINKO_RECONCILE_EVERY_S", "1"),
+    ]);
+    let kinko = &world.kinko;
+    assert_eq!(balance_of(kinko, &hanako), 7_500);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let theirs = json_of(&kinko.call("GET", "/api/v1/merchant/payments", None, Some(&key)));
+        if theirs[0]["status"] == "posted" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{theirs}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let again = post(kinko, "/api/v1/payments", &hanako, "crash-1", body);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(json_of(&again)["status"], "posted");
+    assert_eq!(balance_of(kinko, &hanako), 7_500);
     kinko.assert_books_balance();
 }
