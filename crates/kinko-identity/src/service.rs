@@ -288,6 +288,17 @@ fn code_error(error: codes::CodeError) -> IdentityError {
     }
 }
 
+/// Counts a try at a user's second factor: at most 10 in 15 minutes, whatever it is for.
+fn second_factor_tries(tx: &mut dyn Tx, now_ms: i64, user: u128) -> Result<(), IdentityError> {
+    limit(ratelimit::hit(
+        tx,
+        now_ms,
+        &format!("second_factor:user:{}", uuid::Uuid::from_u128(user)),
+        15 * 60 * 1_000,
+        10,
+    )?)
+}
+
 fn limit(decision: Decision) -> Result<(), IdentityError> {
     match decision {
         Decision::Allowed => Ok(()),
@@ -690,8 +701,6 @@ impl IdentityService {
         })
     }
 
-    /// Passes the second factor on this session (TOTP code or a recovery code): marks the
-    /// device trusted, and rotates the session token (a privilege change).
     /// Confirms one transaction with a TOTP code (dynamic linking, THREATS requirement 13):
     /// the caller has bound `subject` (what is confirmed: amount and payee) to the request
     /// being confirmed. Rate-limited with the second factor, audited pass or fail, and the
@@ -707,13 +716,7 @@ impl IdentityService {
         let verified = self
             .db
             .transaction(|tx: &mut dyn Tx| -> Result<bool, IdentityError> {
-                limit(ratelimit::hit(
-                    tx,
-                    now_ms,
-                    &format!("second_factor:user:{}", uuid::Uuid::from_u128(user)),
-                    15 * 60 * 1_000,
-                    10,
-                )?)?;
+                second_factor_tries(tx, now_ms, user)?;
                 Ok(totp::verify(tx, now_ms, user, code, &self.secrets).is_ok())
             })?;
         self.db
@@ -739,6 +742,8 @@ impl IdentityService {
         }
     }
 
+    /// Passes the second factor on this session (TOTP code or a recovery code): marks the
+    /// device trusted, and rotates the session token (a privilege change).
     pub fn pass_second_factor(
         &self,
         session: &SessionInfo,
@@ -750,13 +755,7 @@ impl IdentityService {
         let verified = self
             .db
             .transaction(|tx: &mut dyn Tx| -> Result<bool, IdentityError> {
-                limit(ratelimit::hit(
-                    tx,
-                    now_ms,
-                    &format!("second_factor:user:{}", uuid::Uuid::from_u128(user)),
-                    15 * 60 * 1_000,
-                    10,
-                )?)?;
+                second_factor_tries(tx, now_ms, user)?;
                 if !totp::has_confirmed_totp(tx, user)
                     .map_err(|error| IdentityError::Internal(error.to_string()))?
                 {

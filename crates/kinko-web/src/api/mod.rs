@@ -131,6 +131,15 @@ async fn openapi() -> Response {
     }
 }
 
+/// The token of `Authorization: Bearer <token>`, if the request has one.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// A JSON body that must parse into `T`; anything else is a 400/415/413 problem+json with a
 /// stable code, and the handler never runs.
 pub struct ApiJson<T>(pub T);

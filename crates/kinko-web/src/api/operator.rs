@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
@@ -100,12 +100,8 @@ impl FromRequestParts<AppState> for OperatorToken {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Problem> {
-        parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|token| OperatorToken(SecretString::from(token.trim().to_owned())))
+        crate::api::bearer_token(&parts.headers)
+            .map(|token| OperatorToken(SecretString::from(token.to_owned())))
             .ok_or_else(unauthenticated)
     }
 }

@@ -9,7 +9,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kinko_money::MoneyError;
@@ -55,12 +55,8 @@ impl FromRequestParts<AppState> for MerchantKey {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Problem> {
-        parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|key| MerchantKey(SecretString::from(key.trim().to_owned())))
+        crate::api::bearer_token(&parts.headers)
+            .map(|key| MerchantKey(SecretString::from(key.to_owned())))
             .ok_or_else(|| MoneyError::MerchantUnauthenticated.into())
     }
 }
