@@ -54,8 +54,6 @@ pub fn connect(data_dir: &Path) -> Result<Connection, StoreError> {
     // default of 16 cached statements would re-parse most of them on every request.
     connection.set_prepared_statement_cache_capacity(512);
     // Durability is written here, not left to defaults: WAL + FULL fsyncs the WAL on commit.
-    // Reads map the database file instead of a pread per page: a connection's page cache is
-    // dropped whenever another connection commits, which on a busy store is every time.
     connection
         .execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -63,8 +61,7 @@ pub fn connect(data_dir: &Path) -> Result<Connection, StoreError> {
              PRAGMA foreign_keys = ON;
              PRAGMA temp_store = MEMORY;
              PRAGMA cache_size = -262144;
-             PRAGMA wal_autocheckpoint = 16384;
-             PRAGMA mmap_size = 1073741824;",
+             PRAGMA wal_autocheckpoint = 16384;",
         )
         .map_err(fail)?;
     Ok(connection)
