@@ -237,11 +237,15 @@ struct NewPayment<'a> {
 }
 
 impl NewPayment<'_> {
-    fn insert(&self, tx: &mut dyn Tx) -> Result<Payment, MoneyError> {
-        tx.execute(
+    /// Writes the payment and its movement, or nothing if its key owner already used its
+    /// `Idempotency-Key` (`None`: the caller replays the saved one). The unique index decides,
+    /// so two requests racing with one key cannot both write.
+    fn insert(&self, tx: &mut dyn Tx) -> Result<Option<Payment>, MoneyError> {
+        let inserted = tx.execute(
             "INSERT INTO money_payments (id, user_id, merchant_id, amount_yen, method, reference,
              key_owner, idempotency_key, request_hash, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)
+             ON CONFLICT (key_owner, idempotency_key) DO NOTHING",
             &[
                 Value::Uuid(self.id.as_u128()),
                 Value::Uuid(self.user_id),
@@ -255,6 +259,9 @@ impl NewPayment<'_> {
                 self.now_ms.into(),
             ],
         )?;
+        if inserted == 0 {
+            return Ok(None);
+        }
         tx.execute(
             "INSERT INTO money_movements (id, user_id, kind, amount_yen, status, counterparty,
              created_at, updated_at) VALUES ($1, $2, 'payment', $3, 'pending', $4, $5, $5)",
@@ -266,7 +273,7 @@ impl NewPayment<'_> {
                 self.now_ms.into(),
             ],
         )?;
-        Ok(Payment {
+        Ok(Some(Payment {
             id: self.id,
             merchant_id: self.merchant.id,
             merchant_name: self.merchant.name.clone(),
@@ -279,7 +286,7 @@ impl NewPayment<'_> {
             reason: None,
             created_at_ms: self.now_ms,
             refunds: Vec::new(),
-        })
+        }))
     }
 }
 
@@ -330,68 +337,94 @@ impl MoneyService {
         let request_hash = hash_of(&format!("pay|{qr}|{:?}", request.amount_yen));
         let user_id = session.user_id;
         let now_ms = self.clock_ms();
+        // Resolved in a read transaction, outside the write lock every payment queues for; the
+        // write below still claims a dynamic code's request under its conditions.
+        let database = self.identity_database();
+        let target = match database.read(|tx: &mut dyn Tx| resolve(tx, &code, now_ms)) {
+            Ok(target) => target,
+            Err(error) => {
+                // A replay gets its saved answer even if the code no longer resolves.
+                let saved = database.read(|tx: &mut dyn Tx| {
+                    payment_by_key(tx, user_id, &request.idempotency_key)
+                })?;
+                return match saved {
+                    Some(row) => self.finish_recorded(replay(&row, &request_hash)?),
+                    None => Err(error),
+                };
+            }
+        };
         // The work runs on the group committer's thread: it owns what it needs.
         let idempotency_key = request.idempotency_key.clone();
         let typed_amount_yen = request.amount_yen;
         // Not fsynced by itself: the ledger's commit (or the rejection's, below) that follows
         // before anyone is answered makes it durable (see `Database::transaction_covered`).
-        let payment = self
-            .identity_database()
-            .transaction_covered(move |tx: &mut dyn Tx| {
-                if let Some(existing) = payment_by_key(tx, user_id, &idempotency_key)? {
-                    return replay(&existing, &request_hash);
-                }
-                // The payer's row lock orders this wallet's payments (and a replay racing its
-                // original) on PostgreSQL; SQLite's write transactions are exclusive anyway.
-                if tx.dialect() == Dialect::Postgres {
-                    tx.query_opt(
-                        "SELECT id FROM identity_users WHERE id = $1 FOR UPDATE",
-                        &[Value::Uuid(user_id)],
-                    )?;
-                }
-                let target = resolve(tx, &code, now_ms)?;
-                let id = uuid::Uuid::now_v7();
-                let (amount_yen, method, reference) = match &target.request {
-                    None => (
-                        typed_amount_yen.ok_or(MoneyError::AmountRequired)?,
-                        "qr_static",
-                        None,
-                    ),
-                    Some((reference, recorded)) => {
-                        if typed_amount_yen.is_some_and(|typed| typed != *recorded) {
-                            return Err(MoneyError::AmountMismatch);
-                        }
-                        let claimed = tx.execute(
-                            "UPDATE money_payment_requests SET status = 'paid', payment_id = $3
-                         WHERE merchant_id = $1 AND reference = $2 AND status = 'open'",
-                            &[
-                                Value::Uuid(target.merchant.id.as_u128()),
-                                reference.as_str().into(),
-                                Value::Uuid(id.as_u128()),
-                            ],
-                        )?;
-                        if claimed != 1 {
-                            return Err(MoneyError::PaymentRequestUnavailable);
-                        }
-                        (*recorded, "qr_dynamic", Some(reference.as_str()))
+        let payment = database.transaction_covered(move |tx: &mut dyn Tx| {
+            let id = uuid::Uuid::now_v7();
+            let (amount_yen, method, reference) = match &target.request {
+                None => (
+                    typed_amount_yen.ok_or(MoneyError::AmountRequired)?,
+                    "qr_static",
+                    None,
+                ),
+                Some((reference, recorded)) => {
+                    if let Some(existing) = payment_by_key(tx, user_id, &idempotency_key)? {
+                        return replay(&existing, &request_hash);
                     }
-                };
-                check_amount(amount_yen)?;
-                NewPayment {
-                    id,
-                    user_id,
-                    merchant: &target.merchant,
-                    amount_yen,
-                    method,
-                    reference,
-                    key_owner: user_id,
-                    idempotency_key: &idempotency_key,
-                    request_hash: &request_hash,
-                    now_ms,
+                    // The payer's row lock makes a replay racing its original wait for it
+                    // (PostgreSQL; SQLite's write transactions are exclusive anyway).
+                    if tx.dialect() == Dialect::Postgres {
+                        tx.query_opt(
+                            "SELECT id FROM identity_users WHERE id = $1 FOR UPDATE",
+                            &[Value::Uuid(user_id)],
+                        )?;
+                        if let Some(existing) = payment_by_key(tx, user_id, &idempotency_key)? {
+                            return replay(&existing, &request_hash);
+                        }
+                    }
+                    if typed_amount_yen.is_some_and(|typed| typed != *recorded) {
+                        return Err(MoneyError::AmountMismatch);
+                    }
+                    let claimed = tx.execute(
+                        "UPDATE money_payment_requests SET status = 'paid', payment_id = $3
+                         WHERE merchant_id = $1 AND reference = $2 AND status = 'open'
+                           AND expires_at > $4",
+                        &[
+                            Value::Uuid(target.merchant.id.as_u128()),
+                            reference.as_str().into(),
+                            Value::Uuid(id.as_u128()),
+                            now_ms.into(),
+                        ],
+                    )?;
+                    if claimed != 1 {
+                        return Err(MoneyError::PaymentRequestUnavailable);
+                    }
+                    (*recorded, "qr_dynamic", Some(reference.as_str()))
                 }
-                .insert(tx)
-                .map(|fresh| Recorded::Fresh(fresh, user_id))
-            })?;
+            };
+            check_amount(amount_yen)?;
+            let fresh = NewPayment {
+                id,
+                user_id,
+                merchant: &target.merchant,
+                amount_yen,
+                method,
+                reference,
+                key_owner: user_id,
+                idempotency_key: &idempotency_key,
+                request_hash: &request_hash,
+                now_ms,
+            }
+            .insert(tx)?;
+            match fresh {
+                Some(fresh) => Ok(Recorded::Fresh(fresh, user_id)),
+                // The key was used before: the saved answer (or 409 for another body).
+                None => {
+                    let existing = payment_by_key(tx, user_id, &idempotency_key)?
+                        .ok_or_else(|| MoneyError::Internal("a used key without its row".into()))?;
+                    replay(&existing, &request_hash)
+                }
+            }
+        })?;
         self.finish_recorded(payment)
     }
 
@@ -549,8 +582,11 @@ impl MoneyService {
                 request_hash: &request_hash,
                 now_ms,
             }
-            .insert(tx)
+            .insert(tx)?
+            // Unreachable in practice: the same key is the same code, whose nonce was taken
+            // above; were it reached, the transaction must not keep that nonce.
             .map(|fresh| Recorded::Fresh(fresh, claims.wallet))
+            .ok_or(MoneyError::IdempotencyKeyReused)
         })?;
         self.finish_recorded(payment)
     }
