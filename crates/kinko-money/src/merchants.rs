@@ -102,6 +102,18 @@ fn merchant_from(row: &Row) -> Result<Merchant, MoneyError> {
     })
 }
 
+/// A fresh key: the prefix and 256 random bits in hex.
+fn new_key() -> SecretString {
+    let secret: [u8; 32] = rand::random();
+    SecretString::from(format!(
+        "{KEY_PREFIX}{}",
+        secret
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    ))
+}
+
 fn key_hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
@@ -195,14 +207,7 @@ pub fn issue_key(
         )));
     }
     by_id(tx, merchant_id)?.ok_or(MoneyError::MerchantNotFound)?;
-    let secret: [u8; 32] = rand::random();
-    let key = SecretString::from(format!(
-        "{KEY_PREFIX}{}",
-        secret
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect::<String>()
-    ));
+    let key = new_key();
     let issued = MerchantKey {
         id: uuid::Uuid::now_v7(),
         merchant_id,
@@ -316,4 +321,45 @@ impl crate::charge::MoneyService {
         self.identity_database()
             .read(|tx: &mut dyn Tx| authenticate(tx, key))
     }
+}
+
+/// The demo's merchant (`kinko demo`): a fixed id, created once; every start issues it a fresh
+/// API key (audited as the system) and answers the merchant with the key, shown once.
+pub fn seed_demo(tx: &mut dyn Tx, now_ms: i64) -> Result<(Merchant, SecretString), MoneyError> {
+    const DEMO_MERCHANT_ID: u128 = 0x0192_0000_0000_7000_8000_0000_0000_0d30;
+    let id = uuid::Uuid::from_u128(DEMO_MERCHANT_ID);
+    tx.execute(
+        "INSERT INTO money_merchants (id, name, name_ja, category_code, city, city_ja,
+         postal_code, status, created_by, created_at)
+         VALUES ($1, 'Kinko Mart', 'きんこマート', 5411, 'Chiyoda-ku', '千代田区', '1000005',
+                 'active', $1, $2)
+         ON CONFLICT (id) DO NOTHING",
+        &[Value::Uuid(DEMO_MERCHANT_ID), now_ms.into()],
+    )?;
+    let merchant = by_id(tx, id)?.ok_or(MoneyError::MerchantNotFound)?;
+    let key = new_key();
+    let key_id = uuid::Uuid::now_v7();
+    tx.execute(
+        "INSERT INTO money_merchant_keys (id, merchant_id, key_hash, label, created_at)
+         VALUES ($1, $2, $3, 'demo', $4)",
+        &[
+            Value::Uuid(key_id.as_u128()),
+            Value::Uuid(DEMO_MERCHANT_ID),
+            key_hash(key.expose_secret()).into(),
+            now_ms.into(),
+        ],
+    )?;
+    kinko_audit::append(
+        tx,
+        now_ms,
+        &AuditEntry {
+            actor: Actor::System,
+            action: "merchant.key_issued",
+            subject_kind: "merchant",
+            subject_id: &id.to_string(),
+            reason: "kinko demo start",
+            detail: serde_json::json!({ "key_id": key_id, "label": "demo" }),
+        },
+    )?;
+    Ok((merchant, key))
 }

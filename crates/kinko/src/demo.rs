@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kinko_core::Money;
+use kinko_core::{Clock, Money, SystemClock};
 use kinko_ledger::{
     AccountFlags, AccountId, CreateAccountResult, CreateTransferResult, LEDGER_JPY, Ledger,
     NewAccount, TransferId, TransferRequest, WriterConfig,
 };
+use secrecy::ExposeSecret;
 
 use crate::StoreArgs;
 
@@ -155,6 +156,28 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .map(|seed| account_id(seed.id))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let accounts = ledger.reader().lookup_accounts(&ids)?;
+    // A merchant to pay, with a fresh API key each start (shown once, kept only as a hash).
+    let (merchant, merchant_key, merchant_code) = {
+        let database = kinko_store::sql::Database::open(&location)
+            .with_context(|| format!("opening {}", location.describe()))?;
+        let now_ms = i64::try_from(SystemClock.now_ms()).unwrap_or(i64::MAX);
+        let (merchant, key) = database
+            .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+                kinko_money::merchants::seed_demo(tx, now_ms)
+            })
+            .map_err(|error| anyhow::anyhow!("seeding the demo merchant: {error}"))?;
+        kinko_money::accounts::ensure(
+            &ledger,
+            &[(
+                kinko_money::accounts::payable(merchant.id.as_u128())?,
+                kinko_money::accounts::code::PAYABLE,
+            )],
+        )?;
+        let code = merchant
+            .static_code()
+            .map_err(|error| anyhow::anyhow!("the demo merchant's code: {error}"))?;
+        (merchant, key, code)
+    };
     // The sandbox bank runs alongside, on its own store and port, so linking works out of the
     // box: Kinko registers there at start like it would with a real bank.
     let bank_data_dir = args
@@ -235,6 +258,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                         .unwrap_or("(none: the holder-mismatch case)")
                 );
             }
+            println!(
+                "Merchant {} ({}): API key {}",
+                merchant.name_ja,
+                merchant.name,
+                merchant_key.expose_secret()
+            );
+            println!(
+                "  its static QR code (POST /api/v1/payments/resolve, then /payments): {merchant_code}"
+            );
             println!("Press Ctrl-C to stop.");
         },
     )?;
