@@ -368,7 +368,11 @@ impl Database {
             });
             (keep, finish)
         });
-        let stopped = || StoreError::new("sqlite: the group committer stopped");
+        let stopped = || {
+            StoreError::new(
+                "sqlite: no answer from the group committer (stopped, or the work panicked)",
+            )
+        };
         sender.send(job).map_err(|_| stopped())?;
         answer.recv().map_err(|_| E::from(stopped()))?
     }
@@ -510,8 +514,19 @@ fn commit_group(
             continue;
         }
         let framed = tx.execute("SAVEPOINT job", &[]).map(|_| ());
-        let (keep, finish) = job(&mut tx);
-        finishers.push(finish);
+        // A panic in one caller's work must not take the committer (and every later caller)
+        // down: its savepoint is rolled back, and its caller hears that the work failed.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tx)));
+        let keep = match ran {
+            Ok((keep, finish)) => {
+                finishers.push(finish);
+                keep
+            }
+            Err(_) => {
+                tracing::error!("a covered transaction's work panicked; rolled back");
+                false
+            }
+        };
         let closed = framed.and_then(|()| {
             if keep {
                 tx.execute("RELEASE job", &[])
