@@ -679,14 +679,12 @@ impl PasskeyService {
         // As for a new TOTP app (service::confirm_totp): a new factor is what a thief
         // adds after taking a password (7pay), so other sessions end, outgoing money
         // waits and the registered address is told.
-        session::revoke_all_except(tx, now_ms, user, Some(session.session_id))?;
-        tx.execute(
-            "UPDATE identity_users SET outgoing_frozen_until = $2
-             WHERE id = $1 AND (outgoing_frozen_until IS NULL OR outgoing_frozen_until < $2)",
-            &[
-                Value::Uuid(user),
-                Value::Int(now_ms.saturating_add(self.outgoing_freeze_ms)),
-            ],
+        session::sign_out_others_and_freeze(
+            tx,
+            now_ms,
+            user,
+            Some(session.session_id),
+            now_ms.saturating_add(self.outgoing_freeze_ms),
         )?;
         let email = user_email(tx, user)?;
         send_notice(

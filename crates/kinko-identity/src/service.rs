@@ -978,13 +978,12 @@ impl IdentityService {
         keep_session: Option<session::SessionId>,
         what: &str,
     ) -> Result<(), IdentityError> {
-        session::revoke_all_except(tx, now_ms, user.id, keep_session)?;
-        tx.execute(
-            "UPDATE identity_users SET outgoing_frozen_until = $2 WHERE id = $1",
-            &[
-                Value::Uuid(user.id),
-                Value::Int(now_ms.saturating_add(self.config.outgoing_freeze_ms)),
-            ],
+        session::sign_out_others_and_freeze(
+            tx,
+            now_ms,
+            user.id,
+            keep_session,
+            now_ms.saturating_add(self.config.outgoing_freeze_ms),
         )?;
         send(
             tx,

@@ -571,6 +571,26 @@ pub fn revoke(
     Ok(())
 }
 
+/// After a security change (recovery, a new password, contact or second factor): every other
+/// session of the user ends and outgoing money waits until `frozen_until_ms` — never earlier
+/// than a freeze already in place (a bank's fraud report freezes until reviewed, and a thief
+/// who changes the password must not shorten that).
+pub fn sign_out_others_and_freeze(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    user_id: u128,
+    keep: Option<SessionId>,
+    frozen_until_ms: i64,
+) -> Result<(), SessionError> {
+    revoke_all_except(tx, now_ms, user_id, keep)?;
+    tx.execute(
+        "UPDATE identity_users SET outgoing_frozen_until = $2
+         WHERE id = $1 AND (outgoing_frozen_until IS NULL OR outgoing_frozen_until < $2)",
+        &[Value::Uuid(user_id), Value::Int(frozen_until_ms)],
+    )?;
+    Ok(())
+}
+
 /// Ends every live session of the user except `keep` (after recovery or a credential change).
 /// Returns how many were ended.
 pub fn revoke_all_except(

@@ -632,6 +632,20 @@ fn the_bank_revokes_and_reports_fraud(backend: &str) {
             .contains("IDENTITY_OUTGOING_FROZEN"),
         "{gate}"
     );
+    // Whoever holds the wallet cannot shorten the freeze with a security change of their own
+    // (which freezes for a day only).
+    let changed = kinko.call(
+        "POST",
+        "/api/v1/me/password",
+        Some(json!({
+            "current_password": support::PASSWORD,
+            "new_password": "another long passphrase 銀行",
+        })),
+        Some(&token),
+    );
+    assert_eq!(changed.status, 204, "{}", changed.body);
+    let me = json_of(&kinko.call("GET", "/api/v1/me", None, Some(&token)));
+    assert_eq!(me["outgoing_frozen_until_ms"], i64::MAX, "{me}");
 
     // The bank-partner operator of that bank sees the links and the report; of another bank,
     // nothing.
