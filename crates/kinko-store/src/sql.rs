@@ -267,28 +267,68 @@ enum Backend {
         committer: std::sync::OnceLock<std::sync::mpsc::SyncSender<GroupJob>>,
     },
     Postgres {
-        pool: Pool<postgres::Client>,
+        pool: Pool<PgConnection>,
         url: String,
     },
 }
 
-/// Connections per process: requests hold one only for a transaction's duration.
-pub const POOL_SIZE: usize = 8;
+/// A pooled PostgreSQL connection with the statements it has prepared: each SQL text is parsed
+/// and planned once per connection, and every later use is one round trip (bind and execute)
+/// instead of two.
+struct PgConnection {
+    client: postgres::Client,
+    statements: std::collections::HashMap<String, postgres::Statement>,
+}
+
+/// Prepared statements kept per PostgreSQL connection; the domain code has far fewer texts.
+const PG_STATEMENT_CACHE: usize = 512;
+
+impl PgConnection {
+    fn open(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            client: crate::postgres::connect(url)?,
+            statements: std::collections::HashMap::new(),
+        })
+    }
+}
+
+/// Connections per process by default: requests hold one only for a transaction's duration.
+/// SQLite writes one at a time whatever the pool; PostgreSQL commits in parallel, and
+/// `kinko bench api` ran best with 16 to 32 (bench/RESULTS.md).
+pub const SQLITE_POOL_SIZE: usize = 8;
+pub const POSTGRES_POOL_SIZE: usize = 16;
 pub const POOL_WAIT_MS: u64 = 5_000;
 
 impl Database {
-    /// Opens the pool, migrating first.
+    /// Opens a pool of the default size for the store, migrating first.
     pub fn open(location: &StoreLocation) -> Result<Self, StoreError> {
+        Self::open_with_pool_size(location, Self::default_pool_size(location))
+    }
+
+    /// The pool size [`Database::open`] uses for this store.
+    pub fn default_pool_size(location: &StoreLocation) -> usize {
+        match location {
+            StoreLocation::Sqlite { .. } => SQLITE_POOL_SIZE,
+            StoreLocation::Postgres { .. } => POSTGRES_POOL_SIZE,
+        }
+    }
+
+    /// Opens a pool of at most `pool_size` connections (at least one), migrating first.
+    pub fn open_with_pool_size(
+        location: &StoreLocation,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
         crate::migrate(location)?;
         let wait = Duration::from_millis(POOL_WAIT_MS);
+        let pool_size = pool_size.max(1);
         let backend = match location {
             StoreLocation::Sqlite { data_dir } => Backend::Sqlite {
-                pool: Pool::new(POOL_SIZE, wait),
+                pool: Pool::new(pool_size, wait),
                 data_dir: data_dir.clone(),
                 committer: std::sync::OnceLock::new(),
             },
             StoreLocation::Postgres { url } => Backend::Postgres {
-                pool: Pool::new(POOL_SIZE, wait),
+                pool: Pool::new(pool_size, wait),
                 url: url.clone(),
             },
         };
@@ -328,7 +368,9 @@ impl Database {
     /// with the next fsynced commit to the same database: every commit appends to the one WAL
     /// file, and an fsync covers all of it. For hot-path bookkeeping only, where a durable
     /// commit follows before anyone is answered (the ledger's), or where a lost write leaves
-    /// a state the reconciler finishes. PostgreSQL commits each one durably as always.
+    /// a state the reconciler finishes. On PostgreSQL the transaction commits with
+    /// `synchronous_commit = off`: the commit record is in the WAL and visible at once, and the
+    /// next synchronous commit anywhere on the server (the ledger's) flushes the WAL past it.
     pub fn transaction_covered<T, E>(
         &self,
         work: impl FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
@@ -343,7 +385,7 @@ impl Database {
             ..
         } = &self.backend
         else {
-            return self.run(Mode::Write, work);
+            return self.run(Mode::WriteCovered, work);
         };
         let sender = match committer.get() {
             Some(sender) => sender,
@@ -386,7 +428,9 @@ impl Database {
             Backend::Sqlite { pool, data_dir, .. } => {
                 // Writers take their turn in this process's gate before SQLite's lock.
                 let _permit = match mode {
-                    Mode::Write => Some(crate::sqlite::write_gate(data_dir).enter()?),
+                    Mode::Write | Mode::WriteCovered => {
+                        Some(crate::sqlite::write_gate(data_dir).enter()?)
+                    }
                     Mode::Read => None,
                 };
                 let connection = pool.take(|| open_sqlite(data_dir))?;
@@ -394,7 +438,7 @@ impl Database {
                     connection: &connection,
                 };
                 let begin_sql = match mode {
-                    Mode::Write => "BEGIN IMMEDIATE",
+                    Mode::Write | Mode::WriteCovered => "BEGIN IMMEDIATE",
                     Mode::Read => "BEGIN DEFERRED",
                 };
                 let outcome = begin(&mut tx, begin_sql)
@@ -414,28 +458,33 @@ impl Database {
                 Ok(value)
             }
             Backend::Postgres { pool, url } => {
-                let mut client = pool.take(|| crate::postgres::connect(url))?;
-                if client.is_closed() {
-                    client = crate::postgres::connect(url)?;
+                let mut connection = pool.take(|| PgConnection::open(url))?;
+                if connection.client.is_closed() {
+                    connection = PgConnection::open(url)?;
                 }
                 let mut tx = PostgresTx {
-                    client: &mut client,
+                    connection: &mut connection,
                 };
                 let begin_sql = match mode {
-                    Mode::Write => "BEGIN",
+                    Mode::Write | Mode::WriteCovered => "BEGIN",
                     Mode::Read => "BEGIN READ ONLY",
                 };
                 let outcome = begin(&mut tx, begin_sql)
+                    .and_then(|()| match mode {
+                        // Only this transaction's commit skips waiting for the WAL flush.
+                        Mode::WriteCovered => begin(&mut tx, "SET LOCAL synchronous_commit = off"),
+                        Mode::Write | Mode::Read => Ok(()),
+                    })
                     .map_err(E::from)
                     .and_then(|()| work(&mut tx));
                 let finished = match &outcome {
                     Ok(_) => tx.execute("COMMIT", &[]),
                     Err(_) => tx.execute("ROLLBACK", &[]),
                 };
-                if client.is_closed() || finished.is_err() {
+                if connection.client.is_closed() || finished.is_err() {
                     pool.forget_one();
                 } else {
-                    pool.give_back(client);
+                    pool.give_back(connection);
                 }
                 let value = outcome?;
                 finished?;
@@ -577,6 +626,9 @@ impl Tx for FailedTx {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Write,
+    /// A write whose commit a later durable commit makes durable (PostgreSQL only; SQLite's
+    /// covered writes go through the group committer).
+    WriteCovered,
     Read,
 }
 
@@ -671,7 +723,29 @@ impl Tx for SqliteTx<'_> {
 }
 
 struct PostgresTx<'c> {
-    client: &'c mut postgres::Client,
+    connection: &'c mut PgConnection,
+}
+
+impl PostgresTx<'_> {
+    /// The connection's prepared statement for `sql`, prepared now if it is new.
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        if let Some(statement) = self.connection.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .connection
+            .client
+            .prepare(sql)
+            .map_err(postgres_error)?;
+        if self.connection.statements.len() >= PG_STATEMENT_CACHE {
+            // Dropping a `Statement` closes it on the server.
+            self.connection.statements.clear();
+        }
+        self.connection
+            .statements
+            .insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
 }
 
 /// Keeps the server's own message (a trigger's "append-only", a constraint's name): the
@@ -725,16 +799,15 @@ impl Tx for PostgresTx<'_> {
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-        if params.is_empty() {
-            return self.client.execute(sql, &[]).map_err(postgres_error);
-        }
+        let statement = self.statement(sql)?;
         let bound: Vec<PgValue<'_>> = params.iter().map(PgValue).collect();
         let references: Vec<&(dyn postgres::types::ToSql + Sync)> = bound
             .iter()
             .map(|value| value as &(dyn postgres::types::ToSql + Sync))
             .collect();
-        self.client
-            .execute(sql, &references)
+        self.connection
+            .client
+            .execute(&statement, &references)
             .map_err(postgres_error)
     }
 
@@ -745,9 +818,11 @@ impl Tx for PostgresTx<'_> {
             .iter()
             .map(|value| value as &(dyn postgres::types::ToSql + Sync))
             .collect();
+        let statement = self.statement(sql)?;
         let rows = self
+            .connection
             .client
-            .query(sql, &references)
+            .query(&statement, &references)
             .map_err(postgres_error)?;
         let mut result = Vec::with_capacity(rows.len());
         for row in rows {

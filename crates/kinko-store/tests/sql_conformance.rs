@@ -1,8 +1,9 @@
 //! The portable SQL layer behaves the same on both stores: values round-trip by type,
 //! a failed transaction leaves nothing, `$n` parameters bind by name in any order, and the
 //! pool serves more concurrent callers than it has connections, covered (group-committed)
-//! transactions from many threads keep exactly the ones that succeeded, and a read
-//! transaction cannot write.
+//! transactions from many threads keep exactly the ones that succeeded, a read
+//! transaction cannot write, and connections that cache prepared statements answer right for
+//! more texts than the cache holds and after a statement that fails to prepare.
 
 use kinko_ledger::StoreError;
 use kinko_store::sql::{Database, Dialect, Tx, Value};
@@ -40,7 +41,8 @@ both!(
     a_failed_transaction_leaves_nothing,
     the_pool_serves_many_callers,
     covered_transactions_keep_only_what_succeeded,
-    reads_cannot_write
+    reads_cannot_write,
+    many_statement_texts_and_a_bad_one_on_one_connection
 );
 
 fn values_round_trip(backend: &str) {
@@ -230,4 +232,55 @@ fn reads_cannot_write(backend: &str) {
         .int(0)
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(count, i64::from(written.is_ok()));
+}
+
+/// More distinct statement texts than a connection caches (PostgreSQL keeps 512 per
+/// connection), each answering its own value, and a text that fails to prepare: it fails alone,
+/// its transaction rolls back, and the connection serves the next one.
+fn many_statement_texts_and_a_bad_one_on_one_connection(backend: &str) {
+    let (database, _dir) = database(backend);
+    database
+        .transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "INSERT INTO sample (id, count, flag) VALUES ($1, 5, 0)",
+                &[Value::Uuid(7)],
+            )
+        })
+        .unwrap_or_else(|error: StoreError| panic!("{error}"));
+    for round in 0..2 {
+        let sums = database
+            .read(|tx: &mut dyn Tx| {
+                (0..700i64)
+                    .map(|n| {
+                        tx.query_one(
+                            &format!("SELECT count + {n} FROM sample WHERE id = $1"),
+                            &[Value::Uuid(7)],
+                        )?
+                        .int(0)
+                    })
+                    .collect::<Result<Vec<i64>, StoreError>>()
+            })
+            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+        assert_eq!(sums, (5..705).collect::<Vec<i64>>(), "round {round}");
+    }
+    let bad: Result<u64, StoreError> = database.transaction(|tx: &mut dyn Tx| {
+        tx.execute(
+            "UPDATE sample SET count = count + 1 WHERE id = $1",
+            &[Value::Uuid(7)],
+        )?;
+        tx.execute(
+            "UPDATE sample SET no_such_column = 1 WHERE id = $1",
+            &[Value::Uuid(7)],
+        )
+    });
+    assert!(bad.is_err());
+    for _ in 0..3 {
+        let count = database
+            .transaction(|tx: &mut dyn Tx| {
+                tx.query_one("SELECT count FROM sample WHERE id = $1", &[Value::Uuid(7)])
+            })
+            .and_then(|row| row.int(0))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(count, 5, "the failed transaction's update was rolled back");
+    }
 }
