@@ -130,7 +130,13 @@ pub struct MoneyService {
     pay_code_key: PayCodeKey,
     /// Charges above this need a confirmation bound to amount and link.
     confirm_above_yen: i64,
+    /// How long a new link waits before money may be withdrawn to it (THREATS 21).
+    payout_wait_ms: i64,
 }
+
+/// A new link receives no withdrawal for this long (THREATS 21, ⟨72 h⟩): whoever took over a
+/// wallet and linked an account cannot empty it before the holder hears of the link.
+pub const PAYOUT_WAIT_HOURS_DEFAULT: i64 = 72;
 
 fn internal(error: impl std::fmt::Display) -> MoneyError {
     MoneyError::Internal(error.to_string())
@@ -186,7 +192,14 @@ impl MoneyService {
             links,
             pay_code_key: PayCodeKey::from_bytes(key),
             confirm_above_yen: crate::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
+            payout_wait_ms: PAYOUT_WAIT_HOURS_DEFAULT * HOUR_MS,
         }
+    }
+
+    /// A new link receives withdrawals only `hours` after it was made (0: at once).
+    pub fn with_payout_wait_hours(mut self, hours: i64) -> Self {
+        self.payout_wait_ms = hours.clamp(0, i64::MAX / HOUR_MS) * HOUR_MS;
+        self
     }
 
     /// Charges above `yen` need a confirmation (dynamic linking); at least ¥1.
@@ -316,6 +329,14 @@ impl MoneyService {
             let linked_at_ms = link.int(2)?;
             let code = BankCode::parse(&bank_code).map_err(internal)?;
             let policy = registry::policy(tx, &code)?;
+            if direction == Direction::Withdrawal {
+                let wait_until_ms = linked_at_ms.saturating_add(self.payout_wait_ms);
+                if now_ms < wait_until_ms {
+                    return Err(MoneyError::PayoutAccountWait {
+                        retry_after_ms: wait_until_ms - now_ms,
+                    });
+                }
+            }
             if direction == Direction::Charge {
                 if !policy.charging_enabled {
                     return Err(MoneyError::ChargingDisabled);

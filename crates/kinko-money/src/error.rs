@@ -26,6 +26,8 @@ pub enum MoneyError {
     LimitExceeded(&'static str),
     #[error("a new link waits before its first charge; try again later")]
     NewLinkWait { retry_after_ms: i64 },
+    #[error("money can be withdrawn to a newly linked account only after a wait; try again later")]
+    PayoutAccountWait { retry_after_ms: i64 },
     #[error("the bank cannot be reached now")]
     BankUnavailable,
     #[error("the history cursor is not valid")]
@@ -134,6 +136,7 @@ impl ErrorCode for MoneyError {
             MoneyError::ChargingDisabled => "BANK_CHARGING_DISABLED",
             MoneyError::LimitExceeded(_) => "MONEY_LIMIT_EXCEEDED",
             MoneyError::NewLinkWait { .. } => "MONEY_NEW_LINK_WAIT",
+            MoneyError::PayoutAccountWait { .. } => "MONEY_PAYOUT_ACCOUNT_WAIT",
             MoneyError::BankUnavailable => "BANK_UNAVAILABLE",
             MoneyError::CursorInvalid => "MONEY_CURSOR_INVALID",
             MoneyError::HandleInvalid => "MONEY_HANDLE_INVALID",
@@ -171,7 +174,8 @@ impl ErrorCode for MoneyError {
             MoneyError::Gate(_)
             | MoneyError::ChargingDisabled
             | MoneyError::LimitExceeded(_)
-            | MoneyError::NewLinkWait { .. } => ErrorKind::Forbidden,
+            | MoneyError::NewLinkWait { .. }
+            | MoneyError::PayoutAccountWait { .. } => ErrorKind::Forbidden,
             MoneyError::AmountInvalid
             | MoneyError::IdempotencyKeyInvalid
             | MoneyError::CursorInvalid

@@ -148,6 +148,7 @@ fn seed(ledger: &Ledger) -> anyhow::Result<()> {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let location = args.store.location()?;
+    let payout_wait_hours = crate::serve::payout_wait_hours()?;
     let ledger = crate::start_ledger(&location, WriterConfig::DEFAULT)?;
     seed(&ledger).context("seeding the demo")?;
 
@@ -238,6 +239,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
             println!(
                 "  partner banks: http://{address}/api/v1/banks (the 35 of the seed case; legacy PIN method off at all)"
+            );
+            println!(
+                "  a new link waits 24 h before its first charge (each bank's policy: an admin may set new_link_wait_hours, POST /api/v1/operator/banks/{{code}}/policy) and {} h before its first withdrawal (KINKO_PAYOUT_WAIT_H)",
+                payout_wait_hours
             );
             println!(
                 "Sandbox bank (hosts all 35): {bank_issuer}  customer page: {bank_issuer}/customer"

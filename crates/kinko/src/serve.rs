@@ -75,8 +75,18 @@ pub fn serve_with_banks(
         .context("loading the common-password list")?;
     // Passkeys need the relying party's id and origin; production refuses to start without.
     kinko_identity::passkey::RelyingParty::from_env().context("configuring passkeys")?;
+    let pool_size = match std::env::var("KINKO_DB_POOL_SIZE") {
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|size| (1..=1_000).contains(size))
+            .context("KINKO_DB_POOL_SIZE must be a whole number from 1 to 1000")?,
+        Err(_) => Database::default_pool_size(location),
+    };
     let database = Arc::new(
-        Database::open(location).with_context(|| format!("opening {}", location.describe()))?,
+        Database::open_with_pool_size(location, pool_size)
+            .with_context(|| format!("opening {}", location.describe()))?,
     );
     if environment != Environment::Production {
         // Development, tests and the demo run with the partner banks of the seed case; a
@@ -97,6 +107,7 @@ pub fn serve_with_banks(
             .context("KINKO_CHARGE_CONFIRM_ABOVE_YEN must be a whole number of yen, at least 1")?,
         Err(_) => kinko_money::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
     };
+    let payout_wait_hours = payout_wait_hours()?;
     let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
     let gateway_config = GatewayConfig::from_env().context("configuring notifications")?;
     let sandbox = matches!(gateway_config, GatewayConfig::Sandbox);
@@ -132,7 +143,8 @@ pub fn serve_with_banks(
                 Arc::clone(&identity),
                 Arc::clone(&links),
             )
-            .with_confirmation_threshold(confirm_above_yen),
+            .with_confirmation_threshold(confirm_above_yen)
+            .with_payout_wait_hours(payout_wait_hours),
         );
         let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
         on_listening(bound);
@@ -208,6 +220,19 @@ async fn connect_banks(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     anyhow::bail!("cannot reach the sandbox bank at {sandbox_url}: {last_error}")
+}
+
+/// How long a new link waits before it receives a withdrawal: `KINKO_PAYOUT_WAIT_H`.
+pub fn payout_wait_hours() -> anyhow::Result<i64> {
+    match std::env::var("KINKO_PAYOUT_WAIT_H") {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|hours| (0..=24 * 365).contains(hours))
+            .context("KINKO_PAYOUT_WAIT_H must be a whole number of hours from 0 to 8760"),
+        Err(_) => Ok(kinko_money::charge::PAYOUT_WAIT_HOURS_DEFAULT),
+    }
 }
 
 /// Resolves charges left pending (a crash, an unreachable bank) by asking the bank by key:

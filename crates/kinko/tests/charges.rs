@@ -367,13 +367,39 @@ fn withdraw(kinko: &Server, token: &str, key: &str, link_id: &str, amount: i64) 
 }
 
 fn a_withdrawal_goes_back_to_the_holders_account(backend: &str) {
-    let pair = start(backend);
-    let kinko = &pair.kinko;
-    let admin_token = kinko.operator_token(&pair.admin, 0);
+    let mut pair = start_with(backend, &[("KINKO_PAYOUT_WAIT_H", "72")]);
+    let admin_token = pair.kinko.operator_token(&pair.admin, 0);
     let (token, link_id) = linked(&pair, &admin_token, 0);
     let hanako = customer(0);
     let at_bank_before = pair.bank.balance(&hanako, "0001");
-    assert_eq!(charge(kinko, &token, "in-1", &link_id, 10_000).status, 201);
+    assert_eq!(
+        charge(&pair.kinko, &token, "in-1", &link_id, 10_000).status,
+        201
+    );
+
+    // A new link receives no withdrawal for 72 hours (THREATS 21): nothing moves, and the
+    // answer says when to come back.
+    let early = withdraw(&pair.kinko, &token, "early", &link_id, 1_000);
+    pair.kinko
+        .assert_problem(&early, 403, "MONEY_PAYOUT_ACCOUNT_WAIT");
+    let retry_after: i64 = early
+        .header("retry-after")
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_default();
+    assert!(
+        (71 * 3_600..=72 * 3_600).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    assert_eq!(balance(&pair.kinko, &token)["balance_yen"], 10_000);
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 10_000);
+    // The same server with no wait configured (as if the 72 hours had passed).
+    let issuer = pair.bank.issuer();
+    pair.kinko.restart(&[
+        ("KINKO_BANK_SANDBOX_URL", issuer.as_str()),
+        ("KINKO_OUTGOING_FREEZE_S", "0"),
+        ("KINKO_PAYOUT_WAIT_H", "0"),
+    ]);
+    let kinko = &pair.kinko;
 
     let out = withdraw(kinko, &token, "out-1", &link_id, 4_000);
     assert_eq!(out.status, 201, "{}", out.body);

@@ -47,6 +47,7 @@ impl From<MoneyError> for Problem {
         let mut problem = Problem::from_error(&error, "money");
         match error {
             MoneyError::NewLinkWait { retry_after_ms }
+            | MoneyError::PayoutAccountWait { retry_after_ms }
             | MoneyError::ConfirmationRateLimited { retry_after_ms } => {
                 problem.retry_after_ms(retry_after_ms)
             }

@@ -140,6 +140,8 @@ pub fn start_with(backend: &str, environment: &[(&str, &str)]) -> Pair {
         ("KINKO_BANK_SANDBOX_URL", issuer.as_str()),
         // No post-enrolment freeze: these tests link right after setting up TOTP.
         ("KINKO_OUTGOING_FREEZE_S", "0"),
+        // Nor a wait before a new link receives withdrawals (tested on its own).
+        ("KINKO_PAYOUT_WAIT_H", "0"),
     ];
     env.extend_from_slice(environment);
     let (kinko, admin) = Server::start_with_admin(backend, &env);
