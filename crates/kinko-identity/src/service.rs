@@ -992,10 +992,7 @@ impl IdentityService {
             &user.email,
             what,
             "Kinko: セキュリティ設定が変更されました / Your security settings changed",
-            &format!(
-                "Kinko のアカウントで「{what}」が行われました。安全のため、他の端末はログアウトされ、24時間は送金・出金ができません。お心当たりがなければ、すぐにサポートへ連絡してください。\n\
-                      Your Kinko account had a security change ({what}). Other devices were signed out and money cannot leave the wallet for 24 hours. If this was not you, contact support now."
-            ),
+            &security_change_notice(what, self.config.outgoing_freeze_ms),
         )?;
         Ok(())
     }
@@ -1285,5 +1282,52 @@ impl Possession<'_> {
             Possession::TotpCode(_) => "totp",
             Possession::RecoveryCode(_) => "recovery_code",
         }
+    }
+}
+
+/// The notice after a security change, saying how long outgoing money waits as configured
+/// (whole hours, rounded up; nothing about waiting when there is no freeze).
+fn security_change_notice(what: &str, freeze_ms: i64) -> String {
+    let hours = freeze_ms.saturating_add(3_599_999) / 3_600_000;
+    let (ja, en) = if hours > 0 {
+        (
+            format!("他の端末はログアウトされ、{hours}時間は送金・出金ができません"),
+            format!(
+                "Other devices were signed out and money cannot leave the wallet for {hours} hour{}",
+                if hours == 1 { "" } else { "s" }
+            ),
+        )
+    } else {
+        (
+            "他の端末はログアウトされました".to_owned(),
+            "Other devices were signed out".to_owned(),
+        )
+    };
+    format!(
+        "Kinko のアカウントで「{what}」が行われました。安全のため、{ja}。お心当たりがなければ、すぐにサポートへ連絡してください。\n\
+         Your Kinko account had a security change ({what}). {en}. If this was not you, contact support now."
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::security_change_notice;
+
+    #[test]
+    fn the_notice_tells_the_configured_wait() {
+        let day = security_change_notice("password_changed", 86_400_000);
+        assert!(day.contains("24時間は送金・出金ができません"), "{day}");
+        assert!(day.contains("for 24 hours."), "{day}");
+        let short = security_change_notice("password_changed", 1);
+        assert!(
+            short.contains("1時間") && short.contains("for 1 hour."),
+            "{short}"
+        );
+        let none = security_change_notice("password_changed", 0);
+        assert!(
+            !none.contains("時間") && !none.contains("cannot leave"),
+            "{none}"
+        );
+        assert!(none.contains("Other devices were signed out."), "{none}");
     }
 }
