@@ -8,7 +8,7 @@ use kinko_store::sql::{Database, Dialect, Tx, Value};
 
 const T0_MS: i64 = 1_767_225_600_000;
 
-fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
+fn database(backend: &str) -> (Database, kinko_store::testing::Scratch) {
     kinko_store::testing::database(backend)
 }
 

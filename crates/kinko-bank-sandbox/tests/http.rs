@@ -15,7 +15,6 @@ use kinko_bank_sandbox::jws::{self, Jwk};
 use kinko_bank_sandbox::store::{self, DemoCustomer};
 use kinko_bank_sandbox::{Bank, dpop, oauth, pkce};
 use kinko_core::ManualClock;
-use kinko_store::StoreLocation;
 use kinko_store::sql::Tx;
 use p256::ecdsa::SigningKey;
 use tower::ServiceExt as _;
@@ -30,27 +29,11 @@ struct Fixture {
     client_key: SigningKey,
     customer: DemoCustomer,
     account_id: uuid::Uuid,
-    _dir: Option<tempfile::TempDir>,
+    _dir: kinko_store::testing::Scratch,
 }
 
 fn fixture(backend: &str) -> Fixture {
-    let (location, dir) = match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-            let location = StoreLocation::Sqlite {
-                data_dir: dir.path().to_path_buf(),
-            };
-            (location, Some(dir))
-        }
-        _ => {
-            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
-                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-            });
-            let url = kinko_store::postgres::testing::fresh_database(&admin)
-                .unwrap_or_else(|error| panic!("{error}"));
-            (StoreLocation::Postgres { url }, None)
-        }
-    };
+    let (location, dir) = kinko_store::testing::location(backend);
     let bank = Bank::open(&location, ISSUER).unwrap_or_else(|error| panic!("{error}"));
     let customers = store::seed(bank.database(), 0).unwrap_or_else(|error| panic!("{error}"));
     let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));

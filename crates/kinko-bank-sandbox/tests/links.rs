@@ -36,7 +36,7 @@ struct Fixture {
     client_key: SigningKey,
     other_client_key: SigningKey,
     customers: Vec<store::DemoCustomer>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: kinko_store::testing::Scratch,
 }
 
 fn fixture(backend: &str) -> Fixture {

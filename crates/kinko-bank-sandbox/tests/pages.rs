@@ -28,7 +28,7 @@ struct Server {
     customers: Vec<store::DemoCustomer>,
     agent: ureq::Agent,
     runtime: Option<tokio::runtime::Runtime>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: kinko_store::testing::Scratch,
 }
 
 impl Drop for Server {

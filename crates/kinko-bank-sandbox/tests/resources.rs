@@ -17,7 +17,6 @@ use kinko_bank_sandbox::payments::{PaymentKind, PaymentRequest, PaymentResult, P
 use kinko_bank_sandbox::resource::ResourceError;
 use kinko_bank_sandbox::{Bank, dpop, pkce, store};
 use kinko_core::ManualClock;
-use kinko_store::StoreLocation;
 use kinko_store::sql::{Tx, Value};
 use p256::ecdsa::SigningKey;
 use secrecy::SecretString;
@@ -33,27 +32,11 @@ struct Fixture {
     client_key: SigningKey,
     other_client_key: SigningKey,
     customers: Vec<store::DemoCustomer>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: kinko_store::testing::Scratch,
 }
 
 fn fixture(backend: &str) -> Fixture {
-    let (location, dir) = match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-            let location = StoreLocation::Sqlite {
-                data_dir: dir.path().to_path_buf(),
-            };
-            (location, Some(dir))
-        }
-        _ => {
-            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
-                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-            });
-            let url = kinko_store::postgres::testing::fresh_database(&admin)
-                .unwrap_or_else(|error| panic!("{error}"));
-            (StoreLocation::Postgres { url }, None)
-        }
-    };
+    let (location, dir) = kinko_store::testing::location(backend);
     let bank = Bank::open(&location, ISSUER).unwrap_or_else(|error| panic!("{error}"));
     let customers = store::seed(bank.database(), T0_MS).unwrap_or_else(|error| panic!("{error}"));
     let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));

@@ -7,7 +7,7 @@ use kinko_core::ErrorCode;
 use kinko_identity::operator::{Operator, OperatorId, Role};
 use kinko_store::sql::{Database, Tx};
 
-fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
+fn database(backend: &str) -> (Database, kinko_store::testing::Scratch) {
     kinko_store::testing::database(backend)
 }
 

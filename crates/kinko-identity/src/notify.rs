@@ -791,7 +791,7 @@ pub(crate) mod testing {
     use kinko_store::sql::{Database, Tx, Value};
 
     /// A fresh database on `backend` ("sqlite" or "postgres"); keep the directory alive.
-    pub fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
+    pub fn database(backend: &str) -> (Database, kinko_store::testing::Scratch) {
         kinko_store::testing::database(backend)
     }
 

@@ -20,7 +20,7 @@ const STEP_MS: i64 = 30_000;
 const PASSWORD: &str = "correct horse battery staple";
 const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
+fn database(backend: &str) -> (Database, kinko_store::testing::Scratch) {
     kinko_store::testing::database(backend)
 }
 

@@ -748,4 +748,20 @@ pub mod testing {
             format!("{base}/{name}?{query}")
         })
     }
+
+    /// Drops a database [`fresh_database`] made, ending its sessions first (PostgreSQL 13+).
+    pub fn drop_database(admin_url: &str, database_url: &str) -> Result<(), StoreError> {
+        let name = database_url
+            .rsplit_once('/')
+            .map(|(_, rest)| rest.split('?').next().unwrap_or(rest))
+            .filter(|name| {
+                name.starts_with("kinko_test_")
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .ok_or_else(|| StoreError::new("not a test database made by fresh_database"))?;
+        let mut admin = Client::connect(admin_url, NoTls).map_err(fail)?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .map_err(fail)
+    }
 }

@@ -21,10 +21,10 @@ struct Harness {
     ledger: Ledger,
     clock: ManualClock,
     location: StoreLocation,
-    _data_dir: Option<tempfile::TempDir>,
+    _data_dir: kinko_store::testing::Scratch,
 }
 
-fn location_for(backend: &str) -> (StoreLocation, Option<tempfile::TempDir>) {
+fn location_for(backend: &str) -> (StoreLocation, kinko_store::testing::Scratch) {
     kinko_store::testing::location(backend)
 }
 

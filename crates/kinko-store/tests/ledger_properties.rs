@@ -67,10 +67,10 @@ const WALLETS: std::ops::Range<usize> = 2..6;
 struct Harness {
     ledger: Ledger,
     clock: ManualClock,
-    _data_dir: Option<tempfile::TempDir>,
+    _data_dir: kinko_store::testing::Scratch,
 }
 
-fn location_for(backend: &str) -> (StoreLocation, Option<tempfile::TempDir>) {
+fn location_for(backend: &str) -> (StoreLocation, kinko_store::testing::Scratch) {
     kinko_store::testing::location(backend)
 }
 

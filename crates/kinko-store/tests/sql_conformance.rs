@@ -8,7 +8,7 @@
 use kinko_ledger::StoreError;
 use kinko_store::sql::{Database, Dialect, Tx, Value};
 
-fn database(backend: &str) -> (Database, Option<tempfile::TempDir>) {
+fn database(backend: &str) -> (Database, kinko_store::testing::Scratch) {
     let (database, dir) = kinko_store::testing::database(backend);
     database
         .transaction(|tx: &mut dyn Tx| {
@@ -283,4 +283,34 @@ fn many_statement_texts_and_a_bad_one_on_one_connection(backend: &str) {
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(count, 5, "the failed transaction's update was rolled back");
     }
+}
+
+/// A test's PostgreSQL database goes with its `Scratch`, sessions and all, so a developer's
+/// long-lived cluster does not keep one database per test run.
+#[test]
+fn a_test_database_is_dropped_with_its_scratch() {
+    let admin = std::env::var("KINKO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| panic!("KINKO_TEST_DATABASE_URL is not set: run scripts/test"));
+    let exists = |url: &str| {
+        let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let mut client = ::postgres::Client::connect(&admin, ::postgres::NoTls)
+            .unwrap_or_else(|error| panic!("{error}"));
+        client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .unwrap_or_else(|error| panic!("{error}"))
+            .is_some()
+    };
+    let (location, scratch) = kinko_store::testing::location("postgres");
+    let kinko_store::StoreLocation::Postgres { url } = &location else {
+        panic!("not a PostgreSQL location: {}", location.describe());
+    };
+    let database = Database::open(&location).unwrap_or_else(|error| panic!("{error}"));
+    database
+        .read(|tx: &mut dyn Tx| tx.query_one("SELECT 1", &[]))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(exists(url), "{url} was not created");
+    // Its pool still holds a connection: the drop ends that session too.
+    drop(scratch);
+    assert!(!exists(url), "{url} is still there");
+    drop(database);
 }

@@ -68,7 +68,10 @@ fn verify_json(store: &[String]) -> (Option<i32>, serde_json::Value) {
 #[test]
 fn create_operator_enrols_totp_and_writes_an_audit_entry() {
     let (store, dir) = fresh_store("sqlite");
-    let dir = dir.unwrap_or_else(|| panic!("sqlite store has a dir"));
+    let dir = dir
+        .dir()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| panic!("sqlite store has a dir"));
     let output = create_operator(
         &store,
         &["--email", "Root@Example.com", "--role", "admin"],
@@ -107,7 +110,7 @@ fn create_operator_enrols_totp_and_writes_an_audit_entry() {
 
     // The entries, read straight from the store.
     let database = Database::open(&StoreLocation::Sqlite {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.clone(),
     })
     .unwrap_or_else(|error| panic!("{error}"));
     let entries = database
@@ -177,7 +180,10 @@ fn create_operator_refuses_bad_input_and_writes_nothing() {
 #[test]
 fn audit_verify_exits_2_and_names_a_tampered_entry() {
     let (store, dir) = fresh_store("sqlite");
-    let dir = dir.unwrap_or_else(|| panic!("sqlite store has a dir"));
+    let dir = dir
+        .dir()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| panic!("sqlite store has a dir"));
     for email in ["one@example.com", "two@example.com", "three@example.com"] {
         let output = create_operator(
             &store,
@@ -192,7 +198,7 @@ fn audit_verify_exits_2_and_names_a_tampered_entry() {
 
     // An attacker with the database file: drop the trigger, rewrite the reason of entry 2.
     let database = Database::open(&StoreLocation::Sqlite {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.clone(),
     })
     .unwrap_or_else(|error| panic!("{error}"));
     database

@@ -85,7 +85,10 @@ fn postgres_serve_answers_health_metrics_and_problems() {
 #[test]
 fn check_reports_a_tampered_balance_and_exits_non_zero() {
     let (store, dir) = fresh_store("sqlite");
-    let dir = dir.unwrap_or_else(|| panic!("sqlite store has a dir"));
+    let dir = dir
+        .dir()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| panic!("sqlite store has a dir"));
     // The demo seed gives the store real accounts and transfers; serve it briefly.
     let (mut child, address) = spawn_server("demo", &store);
     assert_eq!(http(&address, "GET", "/healthz", None).status, 200);
@@ -105,8 +108,7 @@ fn check_reports_a_tampered_balance_and_exits_non_zero() {
     assert!(String::from_utf8_lossy(&clean.stdout).contains("all invariants hold"));
 
     // Invent a yen behind the ledger's back.
-    let connection =
-        kinko_store::sqlite::connect(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+    let connection = kinko_store::sqlite::connect(&dir).unwrap_or_else(|error| panic!("{error}"));
     let changed = connection
         .execute(
             "UPDATE ledger_accounts SET credits_posted = credits_posted + 1

@@ -10,25 +10,16 @@ use std::time::Duration;
 
 use serde_json::json;
 
-/// `kinko` store arguments for a fresh store of `backend`, and the temp dir to keep alive.
-pub fn fresh_store(backend: &str) -> (Vec<String>, Option<tempfile::TempDir>) {
-    match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
-            (
-                vec!["--data-dir".into(), dir.path().display().to_string()],
-                Some(dir),
-            )
+/// `kinko` store arguments for a fresh store of `backend`, and what to keep alive meanwhile.
+pub fn fresh_store(backend: &str) -> (Vec<String>, kinko_store::testing::Scratch) {
+    let (location, scratch) = kinko_store::testing::location(backend);
+    let arguments = match location {
+        kinko_store::StoreLocation::Sqlite { data_dir } => {
+            vec!["--data-dir".into(), data_dir.display().to_string()]
         }
-        _ => {
-            let admin = std::env::var("KINKO_TEST_DATABASE_URL").unwrap_or_else(|_| {
-                panic!("KINKO_TEST_DATABASE_URL is not set: run the suite with scripts/test")
-            });
-            let url = kinko_store::postgres::testing::fresh_database(&admin)
-                .unwrap_or_else(|error| panic!("{error}"));
-            (vec!["--database-url".into(), url], None)
-        }
-    }
+        kinko_store::StoreLocation::Postgres { url } => vec!["--database-url".into(), url],
+    };
+    (arguments, scratch)
 }
 
 pub fn kinko() -> Command {
@@ -191,7 +182,7 @@ pub struct Server {
     pub child: Child,
     pub address: String,
     pub store: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: kinko_store::testing::Scratch,
 }
 
 impl Drop for Server {

@@ -19,7 +19,7 @@ pub struct BankSandbox {
     child: Child,
     pub address: String,
     pub store: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: kinko_store::testing::Scratch,
 }
 
 impl Drop for BankSandbox {
