@@ -303,6 +303,8 @@ pub struct PasskeySummary {
 enum Purpose {
     Register,
     Authenticate,
+    /// Approving one thing the user is shown (a large charge), without changing the session.
+    Approve,
 }
 
 impl Purpose {
@@ -310,6 +312,7 @@ impl Purpose {
         match self {
             Purpose::Register => "register",
             Purpose::Authenticate => "authenticate",
+            Purpose::Approve => "approve",
         }
     }
 }
@@ -742,7 +745,15 @@ impl PasskeyService {
     ) -> Result<NewSession, PasskeyError> {
         let now_ms = self.now_ms();
         let user = session.user_id;
-        // Its own transaction: the attempt counts even though the request fails.
+        self.count_attempt(now_ms, user)?;
+        self.db.transaction(|tx: &mut dyn Tx| {
+            self.finish_authentication_in(tx, now_ms, session, credential)
+        })?
+    }
+
+    /// Counts one try at the user's second factor (shared with TOTP), in its own transaction so
+    /// that it counts even when the try fails.
+    fn count_attempt(&self, now_ms: i64, user: u128) -> Result<(), PasskeyError> {
         self.db
             .transaction(|tx: &mut dyn Tx| -> Result<(), PasskeyError> {
                 match ratelimit::hit(
@@ -757,10 +768,7 @@ impl PasskeyService {
                         Err(PasskeyError::RateLimited { retry_after_ms })
                     }
                 }
-            })?;
-        self.db.transaction(|tx: &mut dyn Tx| {
-            self.finish_authentication_in(tx, now_ms, session, credential)
-        })?
+            })
     }
 
     fn finish_authentication_in(
@@ -774,7 +782,33 @@ impl PasskeyService {
         let Some(state_json) = take_ceremony(tx, now_ms, session, Purpose::Authenticate)? else {
             return refused(tx, now_ms, user, PasskeyError::CeremonyNotFound);
         };
-        let state: PasskeyAuthentication = serde_json::from_str(&state_json).map_err(internal)?;
+        let passkey_id = match self.verify_assertion(tx, now_ms, user, credential, &state_json)? {
+            Ok(passkey_id) => passkey_id,
+            Err(error) => return Ok(Err(error)),
+        };
+        session::mark_second_factor(tx, now_ms, session.session_id)?;
+        let rotated = session::rotate(tx, now_ms, session.session_id)?;
+        audit(
+            tx,
+            now_ms,
+            user,
+            "second_factor.passed",
+            serde_json::json!({ "method": "passkey", "passkey_id": passkey_id.to_string() }),
+        )?;
+        Ok(Ok(rotated))
+    }
+
+    /// Checks an assertion against a ceremony's state and the stored passkey, and records the
+    /// passkey's use (counter, last used). The passkey, or a refusal (audited).
+    fn verify_assertion(
+        &self,
+        tx: &mut dyn Tx,
+        now_ms: i64,
+        user: u128,
+        credential: &PublicKeyCredential,
+        state_json: &str,
+    ) -> Result<Outcome<PasskeyId>, PasskeyError> {
+        let state: PasskeyAuthentication = serde_json::from_str(state_json).map_err(internal)?;
         let result = match self
             .relying_party
             .webauthn
@@ -818,16 +852,70 @@ impl PasskeyService {
                 Value::Int(now_ms),
             ],
         )?;
-        session::mark_second_factor(tx, now_ms, session.session_id)?;
-        let rotated = session::rotate(tx, now_ms, session.session_id)?;
-        audit(
-            tx,
-            now_ms,
-            user,
-            "second_factor.passed",
-            serde_json::json!({ "method": "passkey", "passkey_id": passkey_id.to_string() }),
-        )?;
-        Ok(Ok(rotated))
+        Ok(Ok(passkey_id))
+    }
+
+    /// Starts a passkey assertion that approves one thing, named by `context` (a charge's
+    /// confirmation): the options for `navigator.credentials.get()`. The session is not changed.
+    pub fn start_approval(
+        &self,
+        session: &SessionInfo,
+        context: &str,
+    ) -> Result<RequestChallengeResponse, PasskeyError> {
+        let now_ms = self.now_ms();
+        self.db.transaction(|tx: &mut dyn Tx| {
+            let passkeys = stored_passkeys(tx, session.user_id)?;
+            if passkeys.is_empty() {
+                return Err(PasskeyError::NoneRegistered);
+            }
+            let (options, state) = self
+                .relying_party
+                .webauthn
+                .start_passkey_authentication(&passkeys)
+                .map_err(internal)?;
+            let ceremony = serde_json::json!({ "context": context, "state": state });
+            put_ceremony(tx, now_ms, session, Purpose::Approve, &ceremony.to_string())?;
+            Ok(options)
+        })
+    }
+
+    /// Finishes an approval: the assertion must answer the challenge started for this very
+    /// `context` on this session (an assertion made for another confirmation is refused), once.
+    pub fn finish_approval(
+        &self,
+        session: &SessionInfo,
+        context: &str,
+        credential: &PublicKeyCredential,
+    ) -> Result<(), PasskeyError> {
+        let now_ms = self.now_ms();
+        let user = session.user_id;
+        self.count_attempt(now_ms, user)?;
+        self.db.transaction(|tx: &mut dyn Tx| {
+            let Some(ceremony) = take_ceremony(tx, now_ms, session, Purpose::Approve)? else {
+                return refused(tx, now_ms, user, PasskeyError::CeremonyNotFound);
+            };
+            let ceremony: serde_json::Value = serde_json::from_str(&ceremony).map_err(internal)?;
+            if ceremony["context"].as_str() != Some(context) {
+                return refused(tx, now_ms, user, PasskeyError::CeremonyNotFound);
+            }
+            let state = ceremony["state"].to_string();
+            let passkey_id = match self.verify_assertion(tx, now_ms, user, credential, &state)? {
+                Ok(passkey_id) => passkey_id,
+                Err(error) => return Ok(Err(error)),
+            };
+            audit(
+                tx,
+                now_ms,
+                user,
+                "second_factor.approved",
+                serde_json::json!({
+                    "method": "passkey",
+                    "passkey_id": passkey_id.to_string(),
+                    "approved": context,
+                }),
+            )?;
+            Ok(Ok(()))
+        })?
     }
 
     /// The user's passkeys, oldest first.

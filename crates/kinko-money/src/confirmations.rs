@@ -95,8 +95,29 @@ impl MoneyService {
         id: uuid::Uuid,
         totp_code: &str,
     ) -> Result<Confirmation, MoneyError> {
+        self.confirm_with(session, id, |approved| {
+            self.identity()
+                .confirm_with_totp(session, totp_code, approved)
+                .map_err(|error| match error {
+                    kinko_identity::service::IdentityError::Store(store) => {
+                        MoneyError::Store(store)
+                    }
+                    kinko_identity::service::IdentityError::RateLimited { retry_after_ms } => {
+                        MoneyError::ConfirmationRateLimited { retry_after_ms }
+                    }
+                    _ => MoneyError::ConfirmationCodeInvalid,
+                })
+        })
+    }
+
+    /// The user's open, unexpired confirmation `id`, before a second factor is asked for it.
+    pub fn open_confirmation(
+        &self,
+        session: &SessionInfo,
+        id: uuid::Uuid,
+    ) -> Result<Confirmation, MoneyError> {
         let now_ms = self.clock_ms();
-        let load = |tx: &mut dyn Tx| {
+        let found = self.identity_database().read(|tx: &mut dyn Tx| {
             let row = tx
                 .query_opt(
                     "SELECT link_id, amount_yen, status, expires_at FROM money_confirmations
@@ -105,44 +126,50 @@ impl MoneyService {
                 )?
                 .ok_or(MoneyError::ConfirmationInvalid)?;
             let link_id = uuid::Uuid::from_u128(row.uuid(0)?);
-            Ok::<_, MoneyError>((
+            let amount_yen = row.int(1)?;
+            let payee = counterparty_label(tx, link_id)?;
+            Ok::<_, MoneyError>(Confirmation {
+                id,
                 link_id,
-                row.int(1)?,
-                row.text(2)?,
-                row.int(3)?,
-                counterparty_label(tx, link_id)?,
-            ))
-        };
-        let (link_id, amount_yen, status, expires_at_ms, payee) =
-            self.identity_database().transaction(load)?;
-        if status != "open" || expires_at_ms <= now_ms {
+                amount_yen,
+                message: message(amount_yen, &payee),
+                payee,
+                status: row.text(2)?,
+                expires_at_ms: row.int(3)?,
+            })
+        })?;
+        if found.status != "open" || found.expires_at_ms <= now_ms {
             return Err(MoneyError::ConfirmationInvalid);
         }
-        let text = message(amount_yen, &payee);
-        self.identity()
-            .confirm_with_totp(session, totp_code, &format!("{id}: {text}"))
-            .map_err(|error| match error {
-                kinko_identity::service::IdentityError::Store(store) => MoneyError::Store(store),
-                kinko_identity::service::IdentityError::RateLimited { retry_after_ms } => {
-                    MoneyError::ConfirmationRateLimited { retry_after_ms }
-                }
-                _ => MoneyError::ConfirmationCodeInvalid,
-            })?;
+        Ok(found)
+    }
+
+    /// What a second factor signs for the confirmation: its id and the words the user approves.
+    pub fn approval_text(confirmation: &Confirmation) -> String {
+        format!("{}: {}", confirmation.id, confirmation.message)
+    }
+
+    /// Passes the confirmation `id` with a second factor that `verify` checks for the approval
+    /// text (see [`MoneyService::approval_text`]); the TOTP route and the passkey route both
+    /// come here.
+    pub fn confirm_with(
+        &self,
+        session: &SessionInfo,
+        id: uuid::Uuid,
+        verify: impl FnOnce(&str) -> Result<(), MoneyError>,
+    ) -> Result<Confirmation, MoneyError> {
+        let mut confirmation = self.open_confirmation(session, id)?;
+        verify(&Self::approval_text(&confirmation))?;
+        // Only an open one turns confirmed: a second pass of the same confirmation changes
+        // nothing and the charge still spends it once.
         self.identity_database().transaction(|tx: &mut dyn Tx| {
             tx.execute(
                 "UPDATE money_confirmations SET status = 'confirmed' WHERE id = $1 AND status = 'open'",
                 &[Value::Uuid(id.as_u128())],
             )
         })?;
-        Ok(Confirmation {
-            id,
-            link_id,
-            amount_yen,
-            payee,
-            message: text,
-            status: "confirmed".to_owned(),
-            expires_at_ms,
-        })
+        confirmation.status = "confirmed".to_owned();
+        Ok(confirmation)
     }
 }
 

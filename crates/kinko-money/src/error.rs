@@ -80,7 +80,7 @@ pub enum MoneyError {
         "the confirmation is unknown, expired, not passed, used, or for another amount or link"
     )]
     ConfirmationInvalid,
-    #[error("the authenticator code is not valid for this confirmation")]
+    #[error("the authenticator code or passkey did not pass for this confirmation")]
     ConfirmationCodeInvalid,
     #[error("too many codes tried; try again later")]
     ConfirmationRateLimited { retry_after_ms: i64 },

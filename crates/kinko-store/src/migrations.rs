@@ -48,6 +48,10 @@ pub const SQLITE: &[Migration] = &[
         "0010_confirmations",
         include_str!("../migrations/sqlite/0010_confirmations.sql"),
     ),
+    (
+        "0011_passkey_approvals",
+        include_str!("../migrations/sqlite/0011_passkey_approvals.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -90,6 +94,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0010_confirmations",
         include_str!("../migrations/postgres/0010_confirmations.sql"),
+    ),
+    (
+        "0011_passkey_approvals",
+        include_str!("../migrations/postgres/0011_passkey_approvals.sql"),
     ),
 ];
 

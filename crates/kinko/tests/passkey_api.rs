@@ -6,6 +6,7 @@
 //! user's challenge does not pass another user's; adding a passkey to a protected account
 //! needs a fresh second factor; one user cannot delete another's passkey.
 
+mod bank_support;
 mod support;
 
 use kinko_identity::passkey::{CreationChallengeResponse, RequestChallengeResponse, Url};
@@ -101,6 +102,42 @@ impl Server {
         serde_json::to_value(&credential).unwrap_or_else(|error| panic!("{error}"))
     }
 
+    /// Starts a passkey approval of a charge confirmation and lets the authenticator answer it.
+    fn confirmation_assertion(
+        &self,
+        token: &str,
+        authenticator: &mut SoftPasskey,
+        confirmation: &str,
+    ) -> Value {
+        let started = self.call(
+            "POST",
+            &format!("/api/v1/charges/confirmations/{confirmation}/passkey/start"),
+            None,
+            Some(token),
+        );
+        assert_eq!(started.status, 200, "{}", started.body);
+        let options: RequestChallengeResponse = serde_json::from_str(&started.body)
+            .unwrap_or_else(|error| panic!("{error}: {}", started.body));
+        let credential = authenticator
+            .do_authentication(url(ORIGIN), options)
+            .unwrap_or_else(|error| panic!("soft passkey assertion: {error:?}"));
+        serde_json::to_value(&credential).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn finish_confirmation(
+        &self,
+        token: &str,
+        confirmation: &str,
+        credential: &Value,
+    ) -> HttpResponse {
+        self.call(
+            "POST",
+            &format!("/api/v1/charges/confirmations/{confirmation}/passkey/finish"),
+            Some(json!({ "credential": credential })),
+            Some(token),
+        )
+    }
+
     fn finish_assertion(&self, token: &str, credential: &Value) -> HttpResponse {
         self.call(
             "POST",
@@ -130,7 +167,10 @@ macro_rules! both {
     };
 }
 
-both!(a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user);
+both!(
+    a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user,
+    a_passkey_approves_one_large_charge_only
+);
 
 fn a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user(backend: &str) {
     let server = start(backend);
@@ -294,4 +334,88 @@ fn a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user(backend: &str
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+}
+
+/// Dynamic linking with a passkey (THREATS 13): the assertion answers a challenge kept with
+/// one confirmation (its amount and payee); presented for another confirmation, or again, it
+/// passes nothing, and a charge spends only the confirmation that was passed, once.
+fn a_passkey_approves_one_large_charge_only(backend: &str) {
+    let pair = bank_support::start_with(
+        backend,
+        &[
+            ("KINKO_RP_ID", RP_ID),
+            ("KINKO_RP_ORIGIN", ORIGIN),
+            ("KINKO_CHARGE_CONFIRM_ABOVE_YEN", "5000"),
+        ],
+    );
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    let (token, link_id) = bank_support::linked(&pair, &admin_token, 0);
+    let mut authenticator = SoftPasskey::new(true);
+    kinko.register_passkey(&token, &mut authenticator, "phone");
+    let confirmation_of = |amount: i64| {
+        let started = kinko.call(
+            "POST",
+            "/api/v1/charges/confirmations",
+            Some(json!({ "link_id": link_id, "amount_yen": amount })),
+            Some(&token),
+        );
+        assert_eq!(started.status, 201, "{}", started.body);
+        text(&json_of(&started)["id"])
+    };
+    let charge_with = |key: &str, amount: i64, confirmation: &str| {
+        let bearer = format!("Bearer {token}");
+        support::http_with(
+            &kinko.address,
+            "POST",
+            "/api/v1/charges",
+            Some(
+                &json!({ "link_id": link_id, "amount_yen": amount, "confirmation_id": confirmation })
+                    .to_string(),
+            ),
+            &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
+        )
+    };
+    let small = confirmation_of(6_000);
+    let large = confirmation_of(9_000);
+
+    // An assertion made for the ¥6,000 confirmation does not pass the ¥9,000 one.
+    let for_small = kinko.confirmation_assertion(&token, &mut authenticator, &small);
+    kinko.assert_problem(
+        &kinko.finish_confirmation(&token, &large, &for_small),
+        403,
+        "MONEY_CONFIRMATION_CODE_INVALID",
+    );
+    kinko.assert_problem(
+        &charge_with("large", 9_000, &large),
+        403,
+        "MONEY_CONFIRMATION_INVALID",
+    );
+    // Its own assertion passes it; the same assertion again passes nothing more.
+    let for_small = kinko.confirmation_assertion(&token, &mut authenticator, &small);
+    let passed = kinko.finish_confirmation(&token, &small, &for_small);
+    assert_eq!(passed.status, 200, "{}", passed.body);
+    assert_eq!(json_of(&passed)["status"], "confirmed");
+    assert!(text(&json_of(&passed)["message"]).contains("¥6,000"));
+    kinko.assert_problem(
+        &kinko.finish_confirmation(&token, &small, &for_small),
+        403,
+        "MONEY_CONFIRMATION_INVALID",
+    );
+    // Another amount cannot spend it; its own amount can, once.
+    kinko.assert_problem(
+        &charge_with("other-amount", 6_001, &small),
+        403,
+        "MONEY_CONFIRMATION_INVALID",
+    );
+    let charged = charge_with("small", 6_000, &small);
+    assert_eq!(charged.status, 201, "{}", charged.body);
+    assert_eq!(json_of(&charged)["status"], "posted", "{}", charged.body);
+    kinko.assert_problem(
+        &charge_with("small-again", 6_000, &small),
+        403,
+        "MONEY_CONFIRMATION_INVALID",
+    );
+    assert_eq!(bank_support::balance(kinko, &token)["balance_yen"], 6_000);
+    kinko.assert_books_balance();
 }

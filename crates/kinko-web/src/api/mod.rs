@@ -90,6 +90,8 @@ pub mod payments;
         passkey::remove_passkey,
         passkey::start_authentication,
         passkey::finish_authentication,
+        passkey::start_confirmation,
+        passkey::finish_confirmation,
         operator::sign_in,
         operator::sign_out,
         operator::read_user,

@@ -24,6 +24,10 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use kinko_money::MoneyError;
+use kinko_money::charge::MoneyService;
+use kinko_money::confirmations::Confirmation;
+
 use crate::AppState;
 use crate::api::ApiJson;
 use crate::api::identity::Authenticated;
@@ -53,6 +57,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/sessions/current/passkey/finish",
             post(finish_authentication),
+        )
+        .route(
+            "/charges/confirmations/{confirmation_id}/passkey/start",
+            post(start_confirmation),
+        )
+        .route(
+            "/charges/confirmations/{confirmation_id}/passkey/finish",
+            post(finish_confirmation),
         )
         .layer(Extension(Configured(relying_party)))
 }
@@ -253,4 +265,68 @@ pub async fn finish_authentication(
     let rotated =
         blocking(move || service.finish_authentication(&session, &body.credential)).await?;
     Ok(Json(rotated.into()))
+}
+
+fn confirmation_id(text: &str) -> Result<uuid::Uuid, Problem> {
+    uuid::Uuid::parse_str(text).map_err(|_| Problem::from(MoneyError::ConfirmationInvalid))
+}
+
+/// Starts a passkey approval of one charge confirmation (dynamic linking): the challenge is
+/// kept with the confirmation's id, amount and payee, and only an assertion answering it
+/// passes that confirmation.
+#[utoipa::path(post, path = "/api/v1/charges/confirmations/{confirmation_id}/passkey/start",
+    params(("confirmation_id" = uuid::Uuid, Path)),
+    responses((status = 200, body = RequestOptions), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem, description = "No passkey is registered")))]
+pub async fn start_confirmation(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+    Path(confirmation_id_text): Path<String>,
+) -> Result<Json<RequestOptions>, Problem> {
+    let id = confirmation_id(&confirmation_id_text)?;
+    let passkeys = passkeys(&state, &configured)?;
+    let money = crate::api::money::money(&state);
+    let confirmation = {
+        let session = session.clone();
+        crate::api::money::blocking(move || money.open_confirmation(&session, id)).await?
+    };
+    let approved = MoneyService::approval_text(&confirmation);
+    let options = blocking(move || passkeys.start_approval(&session, &approved)).await?;
+    Ok(Json(RequestOptions(options)))
+}
+
+/// Passes a charge confirmation with the passkey assertion made for it.
+#[utoipa::path(post, path = "/api/v1/charges/confirmations/{confirmation_id}/passkey/finish",
+    request_body = FinishAuthenticationRequest, params(("confirmation_id" = uuid::Uuid, Path)),
+    responses((status = 200, description = "The confirmation, now confirmed"), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
+pub async fn finish_confirmation(
+    State(state): State<AppState>,
+    Extension(configured): Extension<Configured>,
+    Authenticated(session): Authenticated,
+    Path(confirmation_id_text): Path<String>,
+    ApiJson(body): ApiJson<FinishAuthenticationRequest>,
+) -> Result<Json<Confirmation>, Problem> {
+    let id = confirmation_id(&confirmation_id_text)?;
+    let passkeys = passkeys(&state, &configured)?;
+    let money = crate::api::money::money(&state);
+    let confirmed = crate::api::money::blocking(move || {
+        money.confirm_with(&session, id, |approved| {
+            passkeys
+                .finish_approval(&session, approved, &body.credential)
+                .map_err(|error| match error {
+                    PasskeyError::RateLimited { retry_after_ms } => {
+                        MoneyError::ConfirmationRateLimited { retry_after_ms }
+                    }
+                    PasskeyError::Store(store) => MoneyError::Store(store),
+                    PasskeyError::Internal(_) | PasskeyError::Notify(_) => {
+                        MoneyError::Internal(error.to_string())
+                    }
+                    _ => MoneyError::ConfirmationCodeInvalid,
+                })
+        })
+    })
+    .await?;
+    Ok(Json(confirmed))
 }
