@@ -719,6 +719,19 @@ impl PasskeyService {
         &self,
         session: &SessionInfo,
     ) -> Result<RequestChallengeResponse, PasskeyError> {
+        self.start_assertion(session, Purpose::Authenticate, |state| {
+            serde_json::to_string(state).map_err(internal)
+        })
+    }
+
+    /// Starts an assertion over the user's own passkeys and keeps its state (as `keep` writes
+    /// it) in the session's ceremony of `purpose`.
+    fn start_assertion(
+        &self,
+        session: &SessionInfo,
+        purpose: Purpose,
+        keep: impl FnOnce(&PasskeyAuthentication) -> Result<String, PasskeyError>,
+    ) -> Result<RequestChallengeResponse, PasskeyError> {
         let now_ms = self.now_ms();
         self.db.transaction(|tx: &mut dyn Tx| {
             let passkeys = stored_passkeys(tx, session.user_id)?;
@@ -730,8 +743,7 @@ impl PasskeyService {
                 .webauthn
                 .start_passkey_authentication(&passkeys)
                 .map_err(internal)?;
-            let state_json = serde_json::to_string(&state).map_err(internal)?;
-            put_ceremony(tx, now_ms, session, Purpose::Authenticate, &state_json)?;
+            put_ceremony(tx, now_ms, session, purpose, &keep(&state)?)?;
             Ok(options)
         })
     }
@@ -862,20 +874,8 @@ impl PasskeyService {
         session: &SessionInfo,
         context: &str,
     ) -> Result<RequestChallengeResponse, PasskeyError> {
-        let now_ms = self.now_ms();
-        self.db.transaction(|tx: &mut dyn Tx| {
-            let passkeys = stored_passkeys(tx, session.user_id)?;
-            if passkeys.is_empty() {
-                return Err(PasskeyError::NoneRegistered);
-            }
-            let (options, state) = self
-                .relying_party
-                .webauthn
-                .start_passkey_authentication(&passkeys)
-                .map_err(internal)?;
-            let ceremony = serde_json::json!({ "context": context, "state": state });
-            put_ceremony(tx, now_ms, session, Purpose::Approve, &ceremony.to_string())?;
-            Ok(options)
+        self.start_assertion(session, Purpose::Approve, |state| {
+            Ok(serde_json::json!({ "context": context, "state": state }).to_string())
         })
     }
 

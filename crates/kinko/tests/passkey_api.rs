@@ -87,19 +87,12 @@ impl Server {
 
     /// Starts an assertion on the session and lets the authenticator answer it at `origin`.
     fn assertion(&self, token: &str, authenticator: &mut SoftPasskey, origin: &str) -> Value {
-        let started = self.call(
-            "POST",
+        self.assertion_started_at(
             "/api/v1/sessions/current/passkey/start",
-            None,
-            Some(token),
-        );
-        assert_eq!(started.status, 200, "{}", started.body);
-        let options: RequestChallengeResponse = serde_json::from_str(&started.body)
-            .unwrap_or_else(|error| panic!("{error}: {}", started.body));
-        let credential = authenticator
-            .do_authentication(url(origin), options)
-            .unwrap_or_else(|error| panic!("soft passkey assertion: {error:?}"));
-        serde_json::to_value(&credential).unwrap_or_else(|error| panic!("{error}"))
+            token,
+            authenticator,
+            origin,
+        )
     }
 
     /// Starts a passkey approval of a charge confirmation and lets the authenticator answer it.
@@ -109,17 +102,28 @@ impl Server {
         authenticator: &mut SoftPasskey,
         confirmation: &str,
     ) -> Value {
-        let started = self.call(
-            "POST",
+        self.assertion_started_at(
             &format!("/api/v1/charges/confirmations/{confirmation}/passkey/start"),
-            None,
-            Some(token),
-        );
+            token,
+            authenticator,
+            ORIGIN,
+        )
+    }
+
+    /// Starts an assertion at `path` and lets the authenticator answer it at `origin`.
+    fn assertion_started_at(
+        &self,
+        path: &str,
+        token: &str,
+        authenticator: &mut SoftPasskey,
+        origin: &str,
+    ) -> Value {
+        let started = self.call("POST", path, None, Some(token));
         assert_eq!(started.status, 200, "{}", started.body);
         let options: RequestChallengeResponse = serde_json::from_str(&started.body)
             .unwrap_or_else(|error| panic!("{error}: {}", started.body));
         let credential = authenticator
-            .do_authentication(url(ORIGIN), options)
+            .do_authentication(url(origin), options)
             .unwrap_or_else(|error| panic!("soft passkey assertion: {error:?}"));
         serde_json::to_value(&credential).unwrap_or_else(|error| panic!("{error}"))
     }
