@@ -5,13 +5,15 @@
 //! a token without its DPoP proof. Also: a replayed code over HTTP, and malformed input
 //! answered with JSON and a stable code.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use kinko_bank_sandbox::client_auth::{self, ASSERTION_TYPE, Client};
+use kinko_bank_sandbox::client_auth::{self, ASSERTION_TYPE};
 use kinko_bank_sandbox::http::{HttpState, router};
-use kinko_bank_sandbox::jws::{self, Jwk};
+use kinko_bank_sandbox::jws;
 use kinko_bank_sandbox::store::{self, DemoCustomer};
 use kinko_bank_sandbox::{Bank, dpop, oauth, pkce};
 use kinko_core::ManualClock;
@@ -21,7 +23,7 @@ use tower::ServiceExt as _;
 
 const T0_MS: u64 = 1_790_000_000_000;
 const ISSUER: &str = "https://bank.sandbox.test";
-const REDIRECT_URI: &str = "https://kinko.test/bank/callback";
+use common::REDIRECT_URI;
 
 struct Fixture {
     bank: Arc<Bank>,
@@ -36,16 +38,7 @@ fn fixture(backend: &str) -> Fixture {
     let (location, dir) = kinko_store::testing::location(backend);
     let bank = Bank::open(&location, ISSUER).unwrap_or_else(|error| panic!("{error}"));
     let customers = store::seed(bank.database(), 0).unwrap_or_else(|error| panic!("{error}"));
-    let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
-    bank.register_client(&Client {
-        client_id: "kinko".to_owned(),
-        name: "Kinko".to_owned(),
-        jwk: Jwk::from_verifying_key(client_key.verifying_key())
-            .unwrap_or_else(|error| panic!("{error}")),
-        redirect_uris: vec![REDIRECT_URI.to_owned()],
-        webhook_url: None,
-    })
-    .unwrap_or_else(|error| panic!("{error}"));
+    let client_key = common::registered(&bank, "kinko", "Kinko");
     let customer = customers[0].clone();
     let account_id = bank
         .database()

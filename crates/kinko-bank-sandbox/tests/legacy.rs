@@ -3,14 +3,16 @@
 //! account (then no match even for the right data, and the customer told), malformed input
 //! refused without counting, client authentication required, and the PIN never shown.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use kinko_bank_sandbox::Bank;
-use kinko_bank_sandbox::client_auth::{self, ASSERTION_TYPE, Client};
+use kinko_bank_sandbox::client_auth::{self, ASSERTION_TYPE};
 use kinko_bank_sandbox::http::{HttpState, router};
-use kinko_bank_sandbox::jws::{self, Jwk};
+use kinko_bank_sandbox::jws;
 use kinko_bank_sandbox::legacy::LegacyVerifyRequest;
 use kinko_bank_sandbox::store::{self, DemoCustomer};
 use kinko_core::ManualClock;
@@ -33,16 +35,7 @@ fn fixture(backend: &str) -> Fixture {
     let (location, dir) = kinko_store::testing::location(backend);
     let bank = Bank::open(&location, ISSUER).unwrap_or_else(|error| panic!("{error}"));
     let customers = store::seed(bank.database(), T0_MS).unwrap_or_else(|error| panic!("{error}"));
-    let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
-    bank.register_client(&Client {
-        client_id: "kinko".to_owned(),
-        name: "Kinko ウォレット".to_owned(),
-        jwk: Jwk::from_verifying_key(client_key.verifying_key())
-            .unwrap_or_else(|error| panic!("{error}")),
-        redirect_uris: vec!["https://kinko.test/bank/callback".to_owned()],
-        webhook_url: None,
-    })
-    .unwrap_or_else(|error| panic!("{error}"));
+    let client_key = common::registered(&bank, "kinko", "Kinko ウォレット");
     Fixture {
         bank: Arc::new(bank),
         client_key,

@@ -5,12 +5,14 @@
 //! event; webhooks verify with the published key and are retried until the client says 2xx;
 //! client registration keeps the id of a known key; the bank's secrets survive a restart.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use kinko_bank_sandbox::client_auth::{self, Client};
+use kinko_bank_sandbox::client_auth;
 use kinko_bank_sandbox::http::{HttpState, router};
 use kinko_bank_sandbox::jws::{self, Jwk};
 use kinko_bank_sandbox::links::FraudReport;
@@ -27,7 +29,7 @@ use tower::ServiceExt as _;
 
 const T0_MS: i64 = 1_790_000_000_000;
 const ISSUER: &str = "https://bank.sandbox.test";
-const REDIRECT_URI: &str = "https://kinko.test/bank/callback";
+use common::REDIRECT_URI;
 const RESOURCE_URL: &str = "https://bank.sandbox.test/v1/grant";
 
 struct Fixture {
@@ -43,8 +45,8 @@ fn fixture(backend: &str) -> Fixture {
     let (location, dir) = kinko_store::testing::location(backend);
     let bank = Bank::open(&location, ISSUER).unwrap_or_else(|error| panic!("{error}"));
     let customers = store::seed(bank.database(), T0_MS).unwrap_or_else(|error| panic!("{error}"));
-    let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
-    let other_client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
+    let client_key = common::client_key();
+    let other_client_key = common::client_key();
     let fixture = Fixture {
         bank: Arc::new(bank),
         location,
@@ -64,17 +66,13 @@ fn register(fixture: &Fixture, client_id: &str, webhook_url: Option<String>) {
     } else {
         &fixture.other_client_key
     };
-    fixture
-        .bank
-        .register_client(&Client {
-            client_id: client_id.to_owned(),
-            name: format!("{client_id} wallet"),
-            jwk: Jwk::from_verifying_key(key.verifying_key())
-                .unwrap_or_else(|error| panic!("{error}")),
-            redirect_uris: vec![REDIRECT_URI.to_owned()],
-            webhook_url,
-        })
-        .unwrap_or_else(|error| panic!("{error}"));
+    common::register(
+        &fixture.bank,
+        client_id,
+        &format!("{client_id} wallet"),
+        key,
+        webhook_url,
+    );
 }
 
 macro_rules! both {

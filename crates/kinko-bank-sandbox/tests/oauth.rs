@@ -4,8 +4,10 @@
 //! DPoP key, an expired code, a client assertion with a wrong key or a replayed jti), each
 //! refused with its stable code.
 
-use kinko_bank_sandbox::client_auth::{self, ASSERTION_TYPE, Client};
-use kinko_bank_sandbox::jws::{self, Jwk};
+mod common;
+
+use kinko_bank_sandbox::client_auth::{self, ASSERTION_TYPE};
+use kinko_bank_sandbox::jws;
 use kinko_bank_sandbox::oauth::{
     self, AuthenticatedCustomer, AuthorizationRequest, AuthorizationResponse, TokenRequest,
     TokenResponse,
@@ -18,7 +20,7 @@ use secrecy::SecretString;
 const T0_MS: i64 = 1_790_000_000_000;
 const ISSUER: &str = "https://bank.sandbox.test";
 const CLIENT_ID: &str = "kinko";
-const REDIRECT_URI: &str = "https://kinko.test/bank/callback";
+use common::REDIRECT_URI;
 const RESOURCE_URL: &str = "https://bank.sandbox.test/v1/holder-match";
 
 struct Fixture {
@@ -32,16 +34,7 @@ fn fixture(backend: &str) -> Fixture {
     let (location, dir) = kinko_store::testing::location(backend);
     let bank = Bank::open(&location, ISSUER).unwrap_or_else(|error| panic!("{error}"));
     let customers = store::seed(bank.database(), T0_MS).unwrap_or_else(|error| panic!("{error}"));
-    let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
-    bank.register_client(&Client {
-        client_id: CLIENT_ID.to_owned(),
-        name: "Kinko ウォレット".to_owned(),
-        jwk: Jwk::from_verifying_key(client_key.verifying_key())
-            .unwrap_or_else(|error| panic!("{error}")),
-        redirect_uris: vec![REDIRECT_URI.to_owned()],
-        webhook_url: None,
-    })
-    .unwrap_or_else(|error| panic!("{error}"));
+    let client_key = common::registered(&bank, CLIENT_ID, "Kinko ウォレット");
     Fixture {
         bank,
         client_key,

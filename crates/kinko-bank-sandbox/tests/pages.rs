@@ -4,11 +4,13 @@
 //! without its CSRF token; English on request; the customer page's revoke, reports and
 //! legacy unlock, each with its effect and its event.
 
+mod common;
+
 use std::sync::Arc;
 
-use kinko_bank_sandbox::client_auth::{self, Client};
+use kinko_bank_sandbox::client_auth;
 use kinko_bank_sandbox::http::{HttpState, router};
-use kinko_bank_sandbox::jws::{self, Jwk};
+use kinko_bank_sandbox::jws;
 use kinko_bank_sandbox::oauth;
 use kinko_bank_sandbox::payments::PaymentRequest;
 use kinko_bank_sandbox::{Bank, dpop, pkce, store};
@@ -18,7 +20,7 @@ use kinko_store::sql::{Tx, Value};
 use p256::ecdsa::SigningKey;
 
 const T0_MS: u64 = 1_790_000_000_000;
-const REDIRECT_URI: &str = "https://kinko.test/bank/callback";
+use common::REDIRECT_URI;
 
 struct Server {
     bank: Arc<Bank>,
@@ -55,16 +57,7 @@ fn server(backend: &str) -> Server {
     let issuer = format!("http://{address}");
     let bank = Arc::new(Bank::open(&location, &issuer).unwrap_or_else(|error| panic!("{error}")));
     let customers = store::seed(bank.database(), 0).unwrap_or_else(|error| panic!("{error}"));
-    let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
-    bank.register_client(&Client {
-        client_id: "kinko".to_owned(),
-        name: "Kinko <ウォレット>".to_owned(),
-        jwk: Jwk::from_verifying_key(client_key.verifying_key())
-            .unwrap_or_else(|error| panic!("{error}")),
-        redirect_uris: vec![REDIRECT_URI.to_owned()],
-        webhook_url: None,
-    })
-    .unwrap_or_else(|error| panic!("{error}"));
+    let client_key = common::registered(&bank, "kinko", "Kinko <ウォレット>");
     let clock = ManualClock::new(T0_MS * 1_000_000);
     let app = router(HttpState {
         bank: Arc::clone(&bank),

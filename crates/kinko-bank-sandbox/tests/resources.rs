@@ -4,14 +4,16 @@
 //! the balance is rejected and kept, concurrent debits never overdraw, every debit told to
 //! the customer), lookup by key for reconciliation, and the same over HTTP.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use kinko_bank_sandbox::client_auth::{self, Client};
+use kinko_bank_sandbox::client_auth;
 use kinko_bank_sandbox::holder::HolderMatchRequest;
 use kinko_bank_sandbox::http::{HttpState, router};
-use kinko_bank_sandbox::jws::{self, Jwk};
+use kinko_bank_sandbox::jws;
 use kinko_bank_sandbox::oauth::{self, ResourceGrant, TokenRequest};
 use kinko_bank_sandbox::payments::{PaymentKind, PaymentRequest, PaymentResult, PaymentStatus};
 use kinko_bank_sandbox::resource::ResourceError;
@@ -24,7 +26,7 @@ use tower::ServiceExt as _;
 
 const T0_MS: i64 = 1_790_000_000_000;
 const ISSUER: &str = "https://bank.sandbox.test";
-const REDIRECT_URI: &str = "https://kinko.test/bank/callback";
+use common::REDIRECT_URI;
 const RESOURCE_URL: &str = "https://bank.sandbox.test/v1/debits";
 
 struct Fixture {
@@ -39,22 +41,8 @@ fn fixture(backend: &str) -> Fixture {
     let (location, dir) = kinko_store::testing::location(backend);
     let bank = Bank::open(&location, ISSUER).unwrap_or_else(|error| panic!("{error}"));
     let customers = store::seed(bank.database(), T0_MS).unwrap_or_else(|error| panic!("{error}"));
-    let client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
-    let other_client_key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
-    for (client_id, name, key) in [
-        ("kinko", "Kinko ウォレット", &client_key),
-        ("other", "Other Pay", &other_client_key),
-    ] {
-        bank.register_client(&Client {
-            client_id: client_id.to_owned(),
-            name: name.to_owned(),
-            jwk: Jwk::from_verifying_key(key.verifying_key())
-                .unwrap_or_else(|error| panic!("{error}")),
-            redirect_uris: vec![REDIRECT_URI.to_owned()],
-            webhook_url: None,
-        })
-        .unwrap_or_else(|error| panic!("{error}"));
-    }
+    let client_key = common::registered(&bank, "kinko", "Kinko ウォレット");
+    let other_client_key = common::registered(&bank, "other", "Other Pay");
     Fixture {
         bank: Arc::new(bank),
         client_key,
