@@ -5,6 +5,11 @@
 //! cluster does not fill the disk. A missing variable fails the test loudly: a suite that skips
 //! a store silently proves nothing.
 
+use std::sync::Arc;
+
+use kinko_core::{Clock, ManualClock};
+use kinko_ledger::{Ledger, WriterConfig};
+
 use crate::StoreLocation;
 use crate::sql::Database;
 
@@ -70,4 +75,12 @@ pub fn database(backend: &str) -> (Database, Scratch) {
     let (location, scratch) = location(backend);
     let database = Database::open(&location).unwrap_or_else(|error| panic!("{error}"));
     (database, scratch)
+}
+
+/// A ledger on `location` whose time is `clock` (a test moves it by hand).
+pub fn start_ledger(location: &StoreLocation, clock: &ManualClock, config: WriterConfig) -> Ledger {
+    let (store, reader) =
+        crate::open_ledger(location).unwrap_or_else(|error| panic!("open: {error}"));
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    Ledger::start(store, reader, clock, config).unwrap_or_else(|error| panic!("{error}"))
 }

@@ -24,22 +24,11 @@ struct Harness {
     _data_dir: kinko_store::testing::Scratch,
 }
 
-fn location_for(backend: &str) -> (StoreLocation, kinko_store::testing::Scratch) {
-    kinko_store::testing::location(backend)
-}
-
-fn start_ledger(location: &StoreLocation, clock: &ManualClock, config: WriterConfig) -> Ledger {
-    let (store, reader) =
-        kinko_store::open_ledger(location).unwrap_or_else(|error| panic!("open: {error}"));
-    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    Ledger::start(store, reader, clock, config).unwrap_or_else(|error| panic!("{error}"))
-}
-
 impl Harness {
     fn new(backend: &str) -> Self {
-        let (location, data_dir) = location_for(backend);
+        let (location, data_dir) = kinko_store::testing::location(backend);
         let clock = ManualClock::starting_now();
-        let ledger = start_ledger(&location, &clock, WriterConfig::DEFAULT);
+        let ledger = kinko_store::testing::start_ledger(&location, &clock, WriterConfig::DEFAULT);
         Self {
             ledger,
             clock,
@@ -923,7 +912,11 @@ fn two_writers_on_one_database_never_double_spend(backend: &str) {
     let (_, wallet) = harness.funded_wallet(2_000);
     let merchant = harness.plain();
     // A second, independent writer on the same database: another `kinko serve` process.
-    let second = start_ledger(&harness.location, &harness.clock, WriterConfig::DEFAULT);
+    let second = kinko_store::testing::start_ledger(
+        &harness.location,
+        &harness.clock,
+        WriterConfig::DEFAULT,
+    );
     let ok: usize = std::thread::scope(|scope| {
         let handles: Vec<_> = [&harness.ledger, &second]
             .into_iter()

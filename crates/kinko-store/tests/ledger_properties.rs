@@ -22,7 +22,6 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 
 use kinko_core::{Clock, ManualClock};
 use kinko_ledger::{
@@ -30,7 +29,6 @@ use kinko_ledger::{
     Ledger, NewAccount, PendingState, Transfer, TransferFlags, TransferId, TransferRequest,
     WriterConfig,
 };
-use kinko_store::StoreLocation;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -61,7 +59,7 @@ const SOURCES: std::ops::Range<usize> = 0..2;
 const WALLETS: std::ops::Range<usize> = 2..6;
 
 // ---------------------------------------------------------------------------------------------
-// Harness (as in ledger_conformance.rs)
+// Harness (the ledger and its store from kinko_store::testing, as in ledger_conformance.rs)
 // ---------------------------------------------------------------------------------------------
 
 struct Harness {
@@ -70,22 +68,11 @@ struct Harness {
     _data_dir: kinko_store::testing::Scratch,
 }
 
-fn location_for(backend: &str) -> (StoreLocation, kinko_store::testing::Scratch) {
-    kinko_store::testing::location(backend)
-}
-
-fn start_ledger(location: &StoreLocation, clock: &ManualClock, config: WriterConfig) -> Ledger {
-    let (store, reader) =
-        kinko_store::open_ledger(location).unwrap_or_else(|error| panic!("open: {error}"));
-    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    Ledger::start(store, reader, clock, config).unwrap_or_else(|error| panic!("{error}"))
-}
-
 impl Harness {
     fn new(backend: &str) -> Self {
-        let (location, data_dir) = location_for(backend);
+        let (location, data_dir) = kinko_store::testing::location(backend);
         let clock = ManualClock::starting_now();
-        let ledger = start_ledger(&location, &clock, WriterConfig::DEFAULT);
+        let ledger = kinko_store::testing::start_ledger(&location, &clock, WriterConfig::DEFAULT);
         Self {
             ledger,
             clock,
