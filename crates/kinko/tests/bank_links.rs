@@ -326,12 +326,7 @@ fn d2_one_pin_sprayed_over_many_accounts_is_stopped(backend: &str) {
         "{refusals:?}"
     );
     // …and said so in the audit log, as the system, with the rule.
-    let verify = support::kinko()
-        .args(["audit", "verify"])
-        .args(&kinko.store)
-        .output()
-        .unwrap_or_else(|error| panic!("{error}"));
-    assert!(verify.status.success());
+    kinko.assert_audit_chain_intact();
     // Another bank is untouched by the detector; a blocked wallet stays blocked there too
     // until staff review it, and the review is a recorded act with a reason.
     set_policy(

@@ -157,16 +157,7 @@ fn sign_up_login_second_factor_kyc_and_the_money_gate(backend: &str) {
     );
 
     // The audit chain holds every step and verifies.
-    let verify = support::kinko()
-        .args(["audit", "verify"])
-        .args(&server.store)
-        .output()
-        .unwrap_or_else(|error| panic!("{error}"));
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    server.assert_audit_chain_intact();
 }
 
 fn bad_input_is_problem_json_and_stores_nothing(backend: &str) {

@@ -328,16 +328,7 @@ fn a_passkey_is_a_second_factor_bound_to_origin_challenge_and_user(backend: &str
     );
 
     // Every step is in the audit chain, which verifies.
-    let verify = support::kinko()
-        .args(["audit", "verify"])
-        .args(&server.store)
-        .output()
-        .unwrap_or_else(|error| panic!("{error}"));
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    server.assert_audit_chain_intact();
 }
 
 /// Dynamic linking with a passkey (THREATS 13): the assertion answers a challenge kept with

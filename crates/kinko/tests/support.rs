@@ -229,6 +229,21 @@ impl Server {
         );
     }
 
+    /// `kinko audit verify` on this server's store: the audit log's hash chain holds.
+    pub fn assert_audit_chain_intact(&self) {
+        let output = kinko()
+            .args(["audit", "verify"])
+            .args(&self.store)
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(
+            output.status.success(),
+            "kinko audit verify: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// One request, with the JSON body and bearer token if given.
     pub fn call(
         &self,
