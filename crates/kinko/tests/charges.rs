@@ -13,7 +13,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bank_support::{
-    balance, charge, customer, linked, linked_with_secret, set_policy, start, start_with, wallet,
+    balance, charge, charge_confirmed, customer, linked, linked_with_secret, set_policy, start,
+    start_with, wallet,
 };
 use serde_json::{Value, json};
 use support::{HttpResponse, Server, http_with, json_of, text_of, totp_code, wrong_code};
@@ -206,28 +207,9 @@ fn a_crash_after_the_bank_debit_is_reconciled(backend: &str) {
     let hanako = customer(0);
     let at_bank_before = pair.bank.balance(&hanako, "0001");
     // The server dies between the bank's debit and the ledger's post: no answer comes.
-    let bearer = format!("Bearer {token}");
     let body = json!({ "link_id": link_id, "amount_yen": 7_000 }).to_string();
-    let address = pair.kinko.address.clone();
-    let crashed = std::panic::catch_unwind(|| {
-        http_with(
-            &address,
-            "POST",
-            "/api/v1/charges",
-            Some(&body),
-            &[
-                ("Authorization", bearer.as_str()),
-                ("Idempotency-Key", "crash-1"),
-            ],
-        )
-    });
-    assert!(
-        crashed.is_err()
-            || crashed
-                .as_ref()
-                .is_ok_and(|response| response.status >= 500),
-        "the failpoint did not stop the server"
-    );
+    pair.kinko
+        .assert_post_crashes("/api/v1/charges", &body, &token, "crash-1");
     assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 7_000);
     // Back up, with the reconciler looking at once: the debit is found by its key and posted.
     let issuer = pair.bank.issuer();
@@ -483,17 +465,7 @@ fn a_large_charge_needs_a_code_bound_to_amount_and_link(backend: &str) {
     let admin_token = kinko.operator_token(&pair.admin, 0);
     let (token, link_id, secret) = linked_with_secret(&pair, &admin_token, 0);
     let charge_with = |key: &str, amount: i64, confirmation: Option<&str>| {
-        let bearer = format!("Bearer {token}");
-        http_with(
-            &kinko.address,
-            "POST",
-            "/api/v1/charges",
-            Some(
-                &json!({ "link_id": link_id, "amount_yen": amount, "confirmation_id": confirmation })
-                    .to_string(),
-            ),
-            &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
-        )
+        charge_confirmed(kinko, &token, key, &link_id, amount, confirmation)
     };
     // At the threshold no confirmation is needed; above it, it is.
     assert_eq!(charge(kinko, &token, "small", &link_id, 5_000).status, 201);

@@ -359,17 +359,7 @@ fn a_passkey_approves_one_large_charge_only(backend: &str) {
         text(&json_of(&started)["id"])
     };
     let charge_with = |key: &str, amount: i64, confirmation: &str| {
-        let bearer = format!("Bearer {token}");
-        support::http_with(
-            &kinko.address,
-            "POST",
-            "/api/v1/charges",
-            Some(
-                &json!({ "link_id": link_id, "amount_yen": amount, "confirmation_id": confirmation })
-                    .to_string(),
-            ),
-            &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
-        )
+        bank_support::charge_confirmed(kinko, &token, key, &link_id, amount, Some(confirmation))
     };
     let small = confirmation_of(6_000);
     let large = confirmation_of(9_000);

@@ -756,27 +756,9 @@ fn a_crash_after_the_ledger_is_finished_by_the_reconciler(backend: &str) {
     let (_, key) = merchant(&world, "Kinko Mart", "きんこマート");
     let payload = static_code(&world.kinko, &key);
     let body = json!({ "qr": payload, "amount_yen": 2_500 });
-    let address = world.kinko.address.clone();
-    let crashed = std::panic::catch_unwind(|| {
-        let bearer = format!("Bearer {hanako}");
-        http_with(
-            &address,
-            "POST",
-            "/api/v1/payments",
-            Some(&body.to_string()),
-            &[
-                ("Authorization", bearer.as_str()),
-                ("Idempotency-Key", "crash-1"),
-            ],
-        )
-    });
-    assert!(
-        crashed.is_err()
-            || crashed
-                .as_ref()
-                .is_ok_and(|response| response.status >= 500),
-        "the failpoint did not stop the server"
-    );
+    world
+        .kinko
+        .assert_post_crashes("/api/v1/payments", &body.to_string(), &hanako, "crash-1");
     world.kinko.restart(&[
         ("KINKO_OUTGOING_FREEZE_S", "0"),
         ("KINKO_RECONCILE_AFTER_S", "0"),

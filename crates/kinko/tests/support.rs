@@ -229,6 +229,28 @@ impl Server {
         );
     }
 
+    /// Posts `body` to `path` on a server set to die there (a failpoint): asserts that no
+    /// answer came, or only a 5xx.
+    pub fn assert_post_crashes(&self, path: &str, body: &str, token: &str, key: &str) {
+        let bearer = format!("Bearer {token}");
+        let crashed = std::panic::catch_unwind(|| {
+            http_with(
+                &self.address,
+                "POST",
+                path,
+                Some(body),
+                &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
+            )
+        });
+        assert!(
+            crashed.is_err()
+                || crashed
+                    .as_ref()
+                    .is_ok_and(|response| response.status >= 500),
+            "the failpoint did not stop the server"
+        );
+    }
+
     /// `kinko audit verify` on this server's store: the audit log's hash chain holds.
     pub fn assert_audit_chain_intact(&self) {
         let output = kinko()

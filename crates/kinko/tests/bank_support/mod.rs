@@ -503,12 +503,27 @@ pub fn linked_with_secret(
 }
 
 pub fn charge(kinko: &Server, token: &str, key: &str, link_id: &str, amount: i64) -> HttpResponse {
+    charge_confirmed(kinko, token, key, link_id, amount, None)
+}
+
+/// A charge naming a confirmation (dynamic linking), or none.
+pub fn charge_confirmed(
+    kinko: &Server,
+    token: &str,
+    key: &str,
+    link_id: &str,
+    amount: i64,
+    confirmation: Option<&str>,
+) -> HttpResponse {
     let bearer = format!("Bearer {token}");
     http_with(
         &kinko.address,
         "POST",
         "/api/v1/charges",
-        Some(&json!({ "link_id": link_id, "amount_yen": amount }).to_string()),
+        Some(
+            &json!({ "link_id": link_id, "amount_yen": amount, "confirmation_id": confirmation })
+                .to_string(),
+        ),
         &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
     )
 }
