@@ -195,6 +195,8 @@ pub enum Permission {
     ViewBankActivity { bank_code: String },
     /// Onboard merchants and issue their API keys.
     ManageMerchants,
+    /// Approve or reject another operator's credit above the solo threshold (four eyes).
+    ApproveCredits,
 }
 
 impl Permission {
@@ -209,6 +211,7 @@ impl Permission {
             Permission::ReviewCases => "review_cases",
             Permission::ViewBankActivity { .. } => "view_bank_activity",
             Permission::ManageMerchants => "manage_merchants",
+            Permission::ApproveCredits => "approve_credits",
         }
     }
 }
@@ -1296,6 +1299,10 @@ mod tests {
             (Role::Admin, Permission::ReviewCases, true),
             (Role::Admin, Permission::ReadUnmaskedContacts, true),
             (Role::Admin, Permission::ReadAuditLog, true),
+            (Role::Admin, Permission::ApproveCredits, true),
+            (Role::Analyst, Permission::ApproveCredits, false),
+            (Role::Support, Permission::ApproveCredits, false),
+            (bank("0001"), Permission::ApproveCredits, false),
             (Role::Analyst, Permission::ManageOperators, false),
             (Role::Analyst, manage("0001"), false),
             (Role::Analyst, Permission::ReadUserData, false),

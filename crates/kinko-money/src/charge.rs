@@ -132,6 +132,8 @@ pub struct MoneyService {
     confirm_above_yen: i64,
     /// How long a new link waits before money may be withdrawn to it (THREATS 21).
     payout_wait_ms: i64,
+    /// What one operator may credit alone within a day; beyond it a second approves.
+    credit_solo_yen: i64,
 }
 
 /// A new link receives no withdrawal for this long (THREATS 21, ⟨72 h⟩): whoever took over a
@@ -193,7 +195,19 @@ impl MoneyService {
             pay_code_key: PayCodeKey::from_bytes(key),
             confirm_above_yen: crate::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
             payout_wait_ms: PAYOUT_WAIT_HOURS_DEFAULT * HOUR_MS,
+            credit_solo_yen: crate::credits::CREDIT_SOLO_YEN_DEFAULT,
         }
+    }
+
+    /// An operator's credits summing above `yen` within a day need a second operator's
+    /// approval (0: every credit does).
+    pub fn with_credit_approval_threshold(mut self, yen: i64) -> Self {
+        self.credit_solo_yen = yen.max(0);
+        self
+    }
+
+    pub(crate) fn credit_solo_yen(&self) -> i64 {
+        self.credit_solo_yen
     }
 
     /// A new link receives withdrawals only `hours` after it was made (0: at once).

@@ -86,6 +86,12 @@ pub enum MoneyError {
     ConfirmationRateLimited { retry_after_ms: i64 },
     #[error("the {0} filter is not valid")]
     FilterInvalid(&'static str),
+    #[error("no such credit")]
+    CreditNotFound,
+    #[error("a credit is decided by a second operator, not the one who proposed it")]
+    CreditSecondOperatorRequired,
+    #[error("this credit was already decided")]
+    CreditAlreadyDecided,
     #[error(transparent)]
     Operator(#[from] kinko_identity::operator::OperatorError),
     #[error("storage failed: {0}")]
@@ -165,6 +171,9 @@ impl ErrorCode for MoneyError {
             MoneyError::PaymentNotFound => "PAYMENT_NOT_FOUND",
             MoneyError::PaymentNotRefundable => "PAYMENT_NOT_REFUNDABLE",
             MoneyError::RefundExceedsPayment => "REFUND_EXCEEDS_PAYMENT",
+            MoneyError::CreditNotFound => "CREDIT_NOT_FOUND",
+            MoneyError::CreditSecondOperatorRequired => "CREDIT_SECOND_OPERATOR_REQUIRED",
+            MoneyError::CreditAlreadyDecided => "CREDIT_ALREADY_DECIDED",
             MoneyError::Store(_) | MoneyError::Internal(_) => "INTERNAL",
         }
     }
@@ -190,7 +199,11 @@ impl ErrorCode for MoneyError {
             | MoneyError::ReferenceInvalid => ErrorKind::InvalidInput,
             MoneyError::MerchantUnauthenticated => ErrorKind::Unauthenticated,
             MoneyError::Operator(error) => error.kind(),
-            MoneyError::MerchantNotFound | MoneyError::PaymentNotFound => ErrorKind::NotFound,
+            MoneyError::MerchantNotFound
+            | MoneyError::PaymentNotFound
+            | MoneyError::CreditNotFound => ErrorKind::NotFound,
+            MoneyError::CreditSecondOperatorRequired => ErrorKind::Forbidden,
+            MoneyError::CreditAlreadyDecided => ErrorKind::Conflict,
             MoneyError::MerchantInactive
             | MoneyError::ConfirmationRequired
             | MoneyError::ConfirmationInvalid

@@ -481,6 +481,8 @@ impl ServerChild {
             // Enrolling TOTP is a security change that freezes outgoing money for 24 h by
             // default; the benchmark's users pay right after.
             .env("KINKO_OUTGOING_FREEZE_S", "0")
+            // One operator funds every benchmark wallet alone: no second operator here.
+            .env("KINKO_CREDIT_APPROVAL_ABOVE_YEN", i64::MAX.to_string())
             .args(["serve", "--port", "0"])
             .args(store.args())
             .stdin(Stdio::null())
@@ -1257,6 +1259,10 @@ fn set_up_user(
         )?;
         match response.status {
             201 => {}
+            202 => bail!(
+                "funding waits for a second operator's approval: run the target with \
+                 KINKO_CREDIT_APPROVAL_ABOVE_YEN above the benchmark's funding"
+            ),
             404 | 405 if !response.text().contains("\"code\"") => bail!(
                 "the server has no POST /api/v1/operator/users/{{id}}/credits yet ({}): \
                  users cannot be funded",

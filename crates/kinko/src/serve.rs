@@ -108,6 +108,15 @@ pub fn serve_with_banks(
         Err(_) => kinko_money::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
     };
     let payout_wait_hours = payout_wait_hours()?;
+    let credit_solo_yen = match std::env::var("KINKO_CREDIT_APPROVAL_ABOVE_YEN") {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|yen| *yen >= 0)
+            .context("KINKO_CREDIT_APPROVAL_ABOVE_YEN must be a whole number of yen, 0 or more")?,
+        Err(_) => kinko_money::credits::CREDIT_SOLO_YEN_DEFAULT,
+    };
     let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
     let gateway_config = GatewayConfig::from_env().context("configuring notifications")?;
     let sandbox = matches!(gateway_config, GatewayConfig::Sandbox);
@@ -144,7 +153,8 @@ pub fn serve_with_banks(
                 Arc::clone(&links),
             )
             .with_confirmation_threshold(confirm_above_yen)
-            .with_payout_wait_hours(payout_wait_hours),
+            .with_payout_wait_hours(payout_wait_hours)
+            .with_credit_approval_threshold(credit_solo_yen),
         );
         let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
         on_listening(bound);

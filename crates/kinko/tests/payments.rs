@@ -27,12 +27,15 @@ both!(
     parallel_payments_never_overdraw,
     no_one_reaches_anothers_payments,
     credits_need_a_reviewer_and_a_reason,
+    credits_beyond_the_solo_threshold_need_a_second_operator,
     a_crash_after_the_ledger_is_finished_by_the_reconciler,
 );
 
 struct World {
     kinko: Server,
     admin_token: String,
+    /// A second admin: credits beyond the first one's solo threshold need its approval.
+    approver_token: String,
 }
 
 fn world(backend: &str) -> World {
@@ -45,7 +48,49 @@ fn world_with(backend: &str, environment: &[(&str, &str)]) -> World {
     env.extend_from_slice(environment);
     let (kinko, admin) = Server::start_with_admin(backend, &env);
     let admin_token = kinko.operator_token(&admin, 0);
-    World { kinko, admin_token }
+    let approver = kinko.create_operator(&admin_token, "approver@kinko.example", "admin", None);
+    let approver_token = kinko.operator_token(&approver, 0);
+    World {
+        kinko,
+        admin_token,
+        approver_token,
+    }
+}
+
+/// Credits `amount_yen` to `user_id` as the admin, with the approver's approval when the
+/// admin's credits of the day are beyond the solo threshold; the credit is posted.
+fn credit(world: &World, user_id: &str, amount_yen: i64, key: &str) {
+    let kinko = &world.kinko;
+    let credited = post(
+        kinko,
+        &format!("/api/v1/operator/users/{user_id}/credits"),
+        &world.admin_token,
+        key,
+        json!({ "amount_yen": amount_yen, "reason": "test funding for a payment test" }),
+    );
+    let credit = json_of(&credited);
+    if credited.status == 202 {
+        assert_eq!(credit["status"], "awaiting_approval", "{credit}");
+        let approved = decide(world, &world.approver_token, &credit, "approve");
+        assert_eq!(approved.status, 200, "{}", approved.body);
+        assert_eq!(json_of(&approved)["status"], "posted", "{}", approved.body);
+    } else {
+        assert_eq!(credited.status, 201, "{}", credited.body);
+        assert_eq!(credit["status"], "posted", "{credit}");
+    }
+}
+
+/// `operator_token` approves or rejects `credit`.
+fn decide(world: &World, operator_token: &str, credit: &Value, decision: &str) -> HttpResponse {
+    world.kinko.call(
+        "POST",
+        &format!(
+            "/api/v1/operator/credits/{}/{decision}",
+            text_of(&credit["id"])
+        ),
+        Some(json!({ "reason": "checked against fraud case 7" })),
+        Some(operator_token),
+    )
 }
 
 /// A wallet with TOTP, stepped up, credited with `funds_yen`: (user id, session token).
@@ -55,15 +100,7 @@ fn funded_wallet(world: &World, email: &str, phone: &str, funds_yen: i64) -> (St
     let token = kinko.token(email);
     let (_, fresh) = kinko.enrol_totp(&token);
     if funds_yen > 0 {
-        let credited = post(
-            kinko,
-            &format!("/api/v1/operator/users/{user_id}/credits"),
-            &world.admin_token,
-            &format!("fund-{user_id}"),
-            json!({ "amount_yen": funds_yen, "reason": "test funding for a payment test" }),
-        );
-        assert_eq!(credited.status, 201, "{}", credited.body);
-        assert_eq!(json_of(&credited)["status"], "posted");
+        credit(world, &user_id, funds_yen, &format!("fund-{user_id}"));
     }
     (user_id, fresh)
 }
@@ -292,14 +329,7 @@ fn dynamic_codes_are_paid_at_the_recorded_amount_once(backend: &str) {
         json!({ "qr": big_payload }),
     ));
     assert_eq!(short["status"], "rejected", "{short}");
-    let topped = post(
-        kinko,
-        &format!("/api/v1/operator/users/{taro_id}/credits"),
-        &world.admin_token,
-        "top-up-taro",
-        json!({ "amount_yen": 4_000, "reason": "test funding for a payment test" }),
-    );
-    assert_eq!(topped.status, 201, "{}", topped.body);
+    credit(&world, &taro_id, 4_000, "top-up-taro");
     let paid = json_of(&post(
         kinko,
         "/api/v1/payments",
@@ -745,6 +775,126 @@ fn credits_need_a_reviewer_and_a_reason(backend: &str) {
         audit.body
     );
     kinko.assert_books_balance();
+}
+
+/// Four eyes: an operator's credits summing beyond the solo threshold (¥10,000 a day by
+/// default) move nothing until another admin approves — not the proposer, not an analyst —
+/// and splitting a credit into small ones does not escape it. Approving twice moves it once;
+/// a rejected credit moves nothing. The wallet's balance and the ledger agree throughout.
+fn credits_beyond_the_solo_threshold_need_a_second_operator(backend: &str) {
+    let world = world(backend);
+    let kinko = &world.kinko;
+    let (user_id, hanako) = funded_wallet(&world, "hanako@example.jp", "090-1234-5678", 0);
+    let analyst = kinko.create_operator(&world.admin_token, "ana@kinko.example", "analyst", None);
+    let analyst_token = kinko.operator_token(&analyst, 0);
+    let path = format!("/api/v1/operator/users/{user_id}/credits");
+    let propose = |token: &str, key: &str, amount_yen: i64| {
+        post(
+            kinko,
+            &path,
+            token,
+            key,
+            json!({ "amount_yen": amount_yen, "reason": "fraud case 7 made good" }),
+        )
+    };
+
+    // One large credit waits: nothing in the wallet, nothing in its history.
+    let proposed = propose(&world.admin_token, "big", 50_000);
+    assert_eq!(proposed.status, 202, "{}", proposed.body);
+    let big = json_of(&proposed);
+    assert_eq!(big["status"], "awaiting_approval", "{big}");
+    assert_eq!(balance_of(kinko, &hanako), 0);
+    let history = kinko.call("GET", "/api/v1/wallet/history", None, Some(&hanako));
+    assert!(
+        !history.body.contains(&text_of(&big["id"])),
+        "{}",
+        history.body
+    );
+    let waiting = kinko.call(
+        "GET",
+        "/api/v1/operator/credits",
+        None,
+        Some(&analyst_token),
+    );
+    assert_eq!(waiting.status, 200, "{}", waiting.body);
+    assert!(
+        waiting.body.contains(&text_of(&big["id"])),
+        "{}",
+        waiting.body
+    );
+
+    // Not the proposer, not an analyst; an unknown credit is not found.
+    let own = decide(&world, &world.admin_token, &big, "approve");
+    kinko.assert_problem(&own, 403, "CREDIT_SECOND_OPERATOR_REQUIRED");
+    let by_analyst = decide(&world, &analyst_token, &big, "approve");
+    kinko.assert_problem(&by_analyst, 403, "OPERATOR_FORBIDDEN");
+    let unknown = decide(
+        &world,
+        &world.approver_token,
+        &json!({ "id": uuid_like() }),
+        "approve",
+    );
+    kinko.assert_problem(&unknown, 404, "CREDIT_NOT_FOUND");
+    assert_eq!(balance_of(kinko, &hanako), 0);
+
+    // The second admin approves: the money moves, once, even when approved again.
+    let approved = decide(&world, &world.approver_token, &big, "approve");
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(json_of(&approved)["status"], "posted", "{}", approved.body);
+    let again = decide(&world, &world.approver_token, &big, "approve");
+    assert_eq!(again.status, 200, "{}", again.body);
+    kinko.assert_problem(
+        &decide(&world, &world.approver_token, &big, "reject"),
+        409,
+        "CREDIT_ALREADY_DECIDED",
+    );
+    assert_eq!(balance_of(kinko, &hanako), 50_000);
+
+    // Splitting: ¥6,000 passes alone, the next ¥6,000 (¥12,000 in a day) waits — and the
+    // analyst's own solo allowance is separate from the admin's.
+    let small = propose(&world.admin_token, "s-1", 6_000);
+    assert_eq!(small.status, 201, "{}", small.body);
+    let split = propose(&world.admin_token, "s-2", 6_000);
+    assert_eq!(split.status, 202, "{}", split.body);
+    let analyst_small = propose(&analyst_token, "a-1", 9_000);
+    assert_eq!(analyst_small.status, 201, "{}", analyst_small.body);
+    assert_eq!(balance_of(kinko, &hanako), 65_000);
+
+    // A rejected credit moves nothing and can't be approved afterwards.
+    let split = json_of(&split);
+    let rejected = decide(&world, &world.approver_token, &split, "reject");
+    assert_eq!(rejected.status, 200, "{}", rejected.body);
+    assert_eq!(
+        json_of(&rejected)["status"],
+        "rejected",
+        "{}",
+        rejected.body
+    );
+    kinko.assert_problem(
+        &decide(&world, &world.approver_token, &split, "approve"),
+        409,
+        "CREDIT_ALREADY_DECIDED",
+    );
+    assert_eq!(balance_of(kinko, &hanako), 65_000);
+
+    let audit = kinko.call(
+        "GET",
+        "/api/v1/operator/audit?limit=500",
+        None,
+        Some(&world.admin_token),
+    );
+    for action in [
+        "wallet.credit_proposed",
+        "wallet.credit_approved",
+        "wallet.credit_rejected",
+    ] {
+        assert!(audit.body.contains(action), "{action}: {}", audit.body);
+    }
+    kinko.assert_books_balance();
+}
+
+fn uuid_like() -> String {
+    "0190f3a0-0000-7000-8000-000000000000".to_owned()
 }
 
 /// The server dies after the ledger moved the money and before the payment row says so: the

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::problem::Problem;
 
 pub mod banks;
+pub mod credits;
 pub mod identity;
 pub mod links;
 pub mod money;
@@ -83,7 +84,9 @@ pub mod payments;
         payments::refund,
         payments::onboard,
         payments::issue_key,
-        payments::credit,
+        credits::credit,
+        credits::decide,
+        credits::list,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -110,6 +113,7 @@ pub fn router(sandbox: bool) -> Router<AppState> {
         .merge(links::router())
         .merge(money::router())
         .merge(payments::router())
+        .merge(credits::router())
         .merge(passkey::router())
         .merge(operator::router());
     if sandbox {

@@ -286,7 +286,7 @@ impl From<HistoryQuery> for HistoryFilter {
     }
 }
 
-fn query_problem(rejection: &QueryRejection) -> Problem {
+pub(crate) fn query_problem(rejection: &QueryRejection) -> Problem {
     let mut problem = Problem::new(
         StatusCode::BAD_REQUEST,
         "REQUEST_INVALID",

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kinko_money::MoneyError;
-use kinko_money::credits::Credit;
 use kinko_money::merchants::{Merchant, NewMerchant};
 use kinko_money::payments::{PayCode, PayRequest, Payment, QrQuote, Refund};
 use secrecy::{ExposeSecret, SecretString};
@@ -44,7 +43,6 @@ pub fn router() -> Router<AppState> {
             "/operator/merchants/{merchant_id}/api-keys",
             post(issue_key),
         )
-        .route("/operator/users/{user_id}/credits", post(credit))
 }
 
 /// The merchant API key of a request. Only its presence is checked here; the handler's flow
@@ -453,36 +451,4 @@ pub async fn issue_key(
             key: key.expose_secret().to_owned(),
         }),
     ))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreditBody {
-    amount_yen: i64,
-    /// Why (kept in the audit entry): the case made good, the goodwill gesture.
-    reason: String,
-}
-
-/// Credits a wallet from Kinko's compensation account (analysts and admins;
-/// `Idempotency-Key` required).
-#[utoipa::path(post, path = "/api/v1/operator/users/{user_id}/credits", request_body = CreditBody,
-    params(("user_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, description = "The credit"), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn credit(
-    State(state): State<AppState>,
-    OperatorToken(token): OperatorToken,
-    Path(user_id): Path<String>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<CreditBody>,
-) -> Result<(StatusCode, Json<Credit>), Problem> {
-    let idempotency = idempotency_key(&headers)?;
-    let user_id = uuid::Uuid::parse_str(&user_id)
-        .map_err(|_| Problem::from(MoneyError::RecipientNotFound))?;
-    let service = money(&state);
-    let credit = blocking(move || {
-        service.credit_wallet(&token, user_id, body.amount_yen, &body.reason, &idempotency)
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(credit)))
 }
