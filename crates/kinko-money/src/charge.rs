@@ -132,6 +132,8 @@ pub struct MoneyService {
     confirm_above_yen: i64,
     /// How long a new link waits before money may be withdrawn to it (THREATS 21).
     payout_wait_ms: i64,
+    /// Rules that score P2P transfers and withdrawals (`risk.rs`); none: not scored.
+    pub(crate) risk_rules: Option<Arc<kinko_risk::RuleSet>>,
 }
 
 /// A new link receives no withdrawal for this long (THREATS 21, ⟨72 h⟩): whoever took over a
@@ -193,6 +195,7 @@ impl MoneyService {
             pay_code_key: PayCodeKey::from_bytes(key),
             confirm_above_yen: crate::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
             payout_wait_ms: PAYOUT_WAIT_HOURS_DEFAULT * HOUR_MS,
+            risk_rules: None,
         }
     }
 
@@ -264,6 +267,18 @@ impl MoneyService {
         session: &SessionInfo,
         request: &ChargeRequest,
     ) -> Result<Charge, MoneyError> {
+        self.gate(session, false)?;
+        crate::transfers::check_key(&request.idempotency_key)?;
+        if request.amount_yen > 0 {
+            self.score_money_out(
+                session,
+                crate::risk::MoneyOut::Withdrawal {
+                    link_id: request.link_id.as_u128(),
+                    amount_yen: request.amount_yen,
+                    idempotency_key: &request.idempotency_key,
+                },
+            )?;
+        }
         self.cross_to_bank(session, Direction::Withdrawal, request)
     }
 

@@ -62,6 +62,21 @@ pub fn run(command: RiskCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The rules that score money out in `kinko serve`: `KINKO_RISK_RULES` names a rule file, or
+/// `shipped` for `rules/default.toml` as built in; unset, money out is not scored. A bad file
+/// refuses to start, with every problem and its line.
+pub fn rules_from_env() -> anyhow::Result<Option<RuleSet>> {
+    match std::env::var("KINKO_RISK_RULES") {
+        Err(_) => Ok(None),
+        Ok(text) if text.trim() == "shipped" => RuleSet::shipped()
+            .map(Some)
+            .map_err(|errors| anyhow::anyhow!("the built-in rules: {errors}")),
+        Ok(path) => load_rules(Path::new(path.trim()))
+            .map(Some)
+            .context("KINKO_RISK_RULES"),
+    }
+}
+
 fn load_rules(path: &Path) -> anyhow::Result<RuleSet> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the rule file {}", path.display()))?;

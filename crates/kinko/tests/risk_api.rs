@@ -1,0 +1,159 @@
+//! Money out scored by the risk engine (`KINKO_RISK_RULES`), over real HTTP against the sandbox
+//! bank, on both stores. The mule chain — a victim's account freshly linked to an attacker's
+//! wallet, charged, passed by P2P to a mule, or withdrawn — leaves with ¥0: the P2P and the
+//! withdrawal are refused with the rule's reason and nothing moves (wallets, bank, books). The
+//! same flows with money that is not held go through.
+
+mod bank_support;
+mod support;
+
+use bank_support::{balance, charge, customer, linked, start_with};
+use serde_json::{Value, json};
+use support::{HttpResponse, Server, http_with, json_of};
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[test] fn $name() { super::$name("sqlite"); })+ }
+        mod postgres { $(#[test] fn $name() { super::$name("postgres"); })+ }
+    };
+}
+
+both!(
+    the_mule_chain_leaves_with_nothing,
+    money_that_is_not_held_still_moves,
+);
+
+fn post(kinko: &Server, token: &str, path: &str, key: &str, body: Value) -> HttpResponse {
+    let bearer = format!("Bearer {token}");
+    http_with(
+        &kinko.address,
+        "POST",
+        path,
+        Some(&body.to_string()),
+        &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
+    )
+}
+
+fn set_handle(kinko: &Server, token: &str, handle: &str) {
+    let response = kinko.call(
+        "PUT",
+        "/api/v1/me/handle",
+        Some(json!({ "handle": handle })),
+        Some(token),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+/// An attacker's wallet with the victim's (hanako's) account linked just now and ¥10,000
+/// charged from it, and a mule wallet `@taro`: (attacker token, link id, mule token).
+fn chain(pair: &bank_support::Pair) -> (String, String, String) {
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    let (attacker, link_id) = linked(pair, &admin_token, 0);
+    let charged = charge(kinko, &attacker, "charge-1", &link_id, 10_000);
+    assert_eq!(charged.status, 201, "{}", charged.body);
+    let mule = bank_support::wallet(kinko, "taro@example.jp", "090-2222-3333", "SANDBOX-ID-0002");
+    set_handle(kinko, &mule, "taro");
+    (attacker, link_id, mule)
+}
+
+fn the_mule_chain_leaves_with_nothing(backend: &str) {
+    let pair = start_with(backend, &[("KINKO_RISK_RULES", "shipped")]);
+    let kinko = &pair.kinko;
+    let victim = customer(0);
+    let at_bank_before = pair.bank.balance(&victim, "0001");
+    let (attacker, link_id, mule) = chain(&pair);
+    assert_eq!(pair.bank.balance(&victim, "0001"), at_bank_before - 10_000);
+
+    let pass_on = post(
+        kinko,
+        &attacker,
+        "/api/v1/transfers",
+        "p2p-1",
+        json!({ "to_handle": "taro", "amount_yen": 9_000 }),
+    );
+    kinko.assert_problem(&pass_on, 403, "MONEY_RISK_DECLINED");
+    let title = json_of(&pass_on)["title"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(title.contains("72 hours"), "{title}");
+
+    let cash_out = post(
+        kinko,
+        &attacker,
+        "/api/v1/withdrawals",
+        "out-1",
+        json!({ "link_id": link_id, "amount_yen": 9_000 }),
+    );
+    kinko.assert_problem(&cash_out, 403, "MONEY_RISK_DECLINED");
+
+    // Nothing moved: both wallets, the mule's history, the bank, the books.
+    assert_eq!(balance(kinko, &attacker)["balance_yen"], 10_000);
+    assert_eq!(balance(kinko, &mule)["balance_yen"], 0);
+    let history = json_of(&kinko.call("GET", "/api/v1/wallet/history", None, Some(&mule)));
+    assert_eq!(history["movements"], json!([]), "{history}");
+    assert_eq!(pair.bank.balance(&victim, "0001"), at_bank_before - 10_000);
+    kinko.assert_books_balance();
+}
+
+fn money_that_is_not_held_still_moves(backend: &str) {
+    // The shipped rules with no hold on young links' money (as if the link were old).
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let shipped = include_str!("../../../rules/default.toml");
+    let rules = shipped.replace("young_link_days = 7", "young_link_days = 0");
+    assert_ne!(rules, shipped);
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, rules).unwrap_or_else(|error| panic!("{error}"));
+    let path = path.display().to_string();
+    let pair = start_with(backend, &[("KINKO_RISK_RULES", path.as_str())]);
+    let kinko = &pair.kinko;
+    let (sender, link_id, receiver) = chain(&pair);
+
+    let sent = post(
+        kinko,
+        &sender,
+        "/api/v1/transfers",
+        "p2p-1",
+        json!({ "to_handle": "taro", "amount_yen": 3_000 }),
+    );
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    assert_eq!(json_of(&sent)["status"], "posted");
+    // A replay of the same request is answered as before, not scored again.
+    let again = post(
+        kinko,
+        &sender,
+        "/api/v1/transfers",
+        "p2p-1",
+        json!({ "to_handle": "taro", "amount_yen": 3_000 }),
+    );
+    assert_eq!(
+        json_of(&again)["id"],
+        json_of(&sent)["id"],
+        "{}",
+        again.body
+    );
+    let out = post(
+        kinko,
+        &sender,
+        "/api/v1/withdrawals",
+        "out-1",
+        json!({ "link_id": link_id, "amount_yen": 1_000 }),
+    );
+    assert_eq!(out.status, 201, "{}", out.body);
+    assert_eq!(balance(kinko, &sender)["balance_yen"], 6_000);
+    assert_eq!(balance(kinko, &receiver)["balance_yen"], 3_000);
+
+    // The receiver's money came by P2P: it is held, whatever the link rules say.
+    set_handle(kinko, &sender, "hanako");
+    let back = post(
+        kinko,
+        &receiver,
+        "/api/v1/transfers",
+        "back-1",
+        json!({ "to_handle": "hanako", "amount_yen": 3_000 }),
+    );
+    kinko.assert_problem(&back, 403, "MONEY_RISK_DECLINED");
+    assert_eq!(balance(kinko, &receiver)["balance_yen"], 3_000);
+    kinko.assert_books_balance();
+}
