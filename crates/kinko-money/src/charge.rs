@@ -133,7 +133,7 @@ pub struct MoneyService {
     /// How long a new link waits before money may be withdrawn to it (THREATS 21).
     payout_wait_ms: i64,
     /// Rules that score P2P transfers and withdrawals (`risk.rs`); none: not scored.
-    pub(crate) risk_rules: Option<Arc<kinko_risk::RuleSet>>,
+    pub(crate) risk: Option<Arc<crate::risk::RiskGate>>,
 }
 
 /// A new link receives no withdrawal for this long (THREATS 21, ⟨72 h⟩): whoever took over a
@@ -195,7 +195,7 @@ impl MoneyService {
             pay_code_key: PayCodeKey::from_bytes(key),
             confirm_above_yen: crate::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
             payout_wait_ms: PAYOUT_WAIT_HOURS_DEFAULT * HOUR_MS,
-            risk_rules: None,
+            risk: None,
         }
     }
 

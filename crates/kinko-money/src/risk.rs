@@ -6,10 +6,12 @@
 //! the rule's plain-words reason (`MONEY_RISK_DECLINED`); nothing is written. Off unless the
 //! service is built `with_risk_rules` (`KINKO_RISK_RULES`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kinko_identity::session::SessionInfo;
-use kinko_risk::{Actor, Engine, Event, EventKind, Key, Language, LinkMethod, Outcome, RuleSet};
+use kinko_risk::{
+    Actor, Breakers, Engine, Event, EventKind, Key, Language, LinkMethod, Outcome, RuleSet,
+};
 use kinko_store::sql::{Tx, Value};
 
 use crate::charge::{MoneyError, MoneyService};
@@ -19,6 +21,13 @@ const HISTORY_ROWS_MAX: i64 = 2_000;
 /// Subjects a per-decision engine may hold: far more than one wallet's month needs.
 const SLOTS_MAX: usize = 100_000;
 const WINDOW_MS: i64 = 31 * 86_400_000;
+
+/// The rules, and this process's decline circuit breakers (a rule that reviews or denies
+/// more than its cap per interval stops acting: a bad rule cannot block every honest user).
+pub(crate) struct RiskGate {
+    rules: RuleSet,
+    breakers: Mutex<Breakers>,
+}
 
 /// What leaves the wallet, with the request's `Idempotency-Key`: a replay of a request that
 /// already exists is not scored again (the flow answers it as before).
@@ -166,7 +175,8 @@ fn p2p_history(
 impl MoneyService {
     /// Scores P2P transfers and withdrawals with `rules` before they move money.
     pub fn with_risk_rules(mut self, rules: RuleSet) -> Self {
-        self.risk_rules = Some(Arc::new(rules));
+        let breakers = Mutex::new(Breakers::new(&rules));
+        self.risk = Some(Arc::new(RiskGate { rules, breakers }));
         self
     }
 
@@ -176,7 +186,7 @@ impl MoneyService {
         session: &SessionInfo,
         out: MoneyOut<'_>,
     ) -> Result<(), MoneyError> {
-        let Some(rules) = self.risk_rules.clone() else {
+        let Some(gate) = self.risk.clone() else {
             return Ok(());
         };
         let balance_minor = self.balance(session)?.balance_yen;
@@ -259,11 +269,17 @@ impl MoneyService {
             return Ok(());
         };
         history.sort_by_key(|event| event.at_s);
-        let mut engine = Engine::new(RuleSet::clone(&rules), SLOTS_MAX);
+        let mut engine = Engine::new(gate.rules.clone(), SLOTS_MAX);
         for past in &history {
             engine.observe(past);
         }
-        let decision = engine.decide(&event);
+        let decision = {
+            let mut breakers = gate
+                .breakers
+                .lock()
+                .map_err(|_| MoneyError::Internal("risk: the breakers' lock is poisoned".into()))?;
+            engine.decide_with(&event, &mut breakers)
+        };
         let acting: Vec<&str> = decision
             .acting_rules()
             .map(|firing| firing.rule_id.as_str())

@@ -19,16 +19,42 @@ struct BreakerCount {
     declines: u32,
 }
 
+/// The decline circuit breakers' counts, one per rule of a rule set. An engine keeps its own;
+/// a caller that builds an engine per decision (from stored history) keeps one `Breakers` for
+/// the process and passes it to [`Engine::decide_with`].
+#[derive(Clone, Debug)]
+pub struct Breakers {
+    rules_version: String,
+    counts: Vec<BreakerCount>,
+}
+
+impl Breakers {
+    pub fn new(rules: &RuleSet) -> Self {
+        Self {
+            rules_version: rules.version.clone(),
+            counts: vec![BreakerCount::default(); rules.rules.len()],
+        }
+    }
+
+    /// Counts for `rules`: started afresh when the rule set changed.
+    fn for_rules(&mut self, rules: &RuleSet) -> &mut [BreakerCount] {
+        if self.rules_version != rules.version || self.counts.len() != rules.rules.len() {
+            *self = Breakers::new(rules);
+        }
+        &mut self.counts
+    }
+}
+
 pub struct Engine {
     rules: RuleSet,
     state: State,
-    breakers: Vec<BreakerCount>,
+    breakers: Breakers,
 }
 
 impl Engine {
     pub fn new(rules: RuleSet, slots_max: usize) -> Self {
         let state = State::new(rules.settings.clone(), tracked(&rules), slots_max);
-        let breakers = vec![BreakerCount::default(); rules.rules.len()];
+        let breakers = Breakers::new(&rules);
         Self {
             rules,
             state,
@@ -48,7 +74,7 @@ impl Engine {
     pub fn replace_rules(&mut self, rules: RuleSet) {
         self.state
             .set_rules(rules.settings.clone(), tracked(&rules));
-        self.breakers = vec![BreakerCount::default(); rules.rules.len()];
+        self.breakers = Breakers::new(&rules);
         self.rules = rules;
     }
 
@@ -59,67 +85,85 @@ impl Engine {
 
     /// Scores an event before it acts.
     pub fn decide(&mut self, event: &Event) -> Decision {
-        let flow = event.kind.flow();
-        let fail_mode = self.rules.fail_mode(flow);
-        let mut decision = Decision {
-            outcome: Outcome::Allow,
-            actions: Vec::new(),
-            firings: Vec::new(),
-            rules_version: self.rules.version.clone(),
-        };
-        for (index, rule) in self.rules.rules.iter().enumerate() {
-            if !rule.applies_to(flow) {
-                continue;
-            }
-            let Some(decided) = evaluate(rule, &self.state, event) else {
-                continue;
-            };
-            let effect = match (decided, fail_mode) {
-                (true, _) if rule.shadow => Effect::Shadow,
-                (true, _) => Effect::Acted,
-                (false, _) if rule.shadow => Effect::Shadow,
-                (false, FailMode::Closed) => Effect::UndecidedClosed,
-                (false, FailMode::Open) => Effect::UndecidedOpen,
-            };
-            let effect = match (effect, self.breakers.get_mut(index)) {
-                (Effect::Acted | Effect::UndecidedClosed, Some(breaker))
-                    if rule.outcome.declines() =>
-                {
-                    let interval_start_s = event.at_s - event.at_s % rule.breaker.interval_s;
-                    if breaker.interval_start_s != interval_start_s {
-                        *breaker = BreakerCount {
-                            interval_start_s,
-                            declines: 0,
-                        };
-                    }
-                    if breaker.declines >= rule.breaker.max {
-                        Effect::BreakerOpen
-                    } else {
-                        breaker.declines += 1;
-                        effect
-                    }
-                }
-                (effect, _) => effect,
-            };
-            if effect.acts() {
-                decision.outcome = decision.outcome.max(rule.outcome);
-                for action in &rule.actions {
-                    if !decision.actions.contains(action) {
-                        decision.actions.push(*action);
-                    }
-                }
-            }
-            decision.firings.push(Firing {
-                rule_id: rule.id.clone(),
-                outcome: rule.outcome,
-                effect,
-                features: feature_values(rule, &self.state, event),
-                reason_en: rule.reason_en.clone(),
-                reason_ja: rule.reason_ja.clone(),
-            });
-        }
-        decision
+        let breakers = self.breakers.for_rules(&self.rules);
+        decide(&self.rules, &self.state, breakers, event)
     }
+
+    /// Scores an event, counting declines in `breakers` rather than the engine's own.
+    pub fn decide_with(&self, event: &Event, breakers: &mut Breakers) -> Decision {
+        decide(
+            &self.rules,
+            &self.state,
+            breakers.for_rules(&self.rules),
+            event,
+        )
+    }
+}
+
+fn decide(
+    rules: &RuleSet,
+    state: &State,
+    breakers: &mut [BreakerCount],
+    event: &Event,
+) -> Decision {
+    let flow = event.kind.flow();
+    let fail_mode = rules.fail_mode(flow);
+    let mut decision = Decision {
+        outcome: Outcome::Allow,
+        actions: Vec::new(),
+        firings: Vec::new(),
+        rules_version: rules.version.clone(),
+    };
+    for (index, rule) in rules.rules.iter().enumerate() {
+        if !rule.applies_to(flow) {
+            continue;
+        }
+        let Some(decided) = evaluate(rule, state, event) else {
+            continue;
+        };
+        let effect = match (decided, fail_mode) {
+            (true, _) if rule.shadow => Effect::Shadow,
+            (true, _) => Effect::Acted,
+            (false, _) if rule.shadow => Effect::Shadow,
+            (false, FailMode::Closed) => Effect::UndecidedClosed,
+            (false, FailMode::Open) => Effect::UndecidedOpen,
+        };
+        let effect = match (effect, breakers.get_mut(index)) {
+            (Effect::Acted | Effect::UndecidedClosed, Some(breaker)) if rule.outcome.declines() => {
+                let interval_start_s = event.at_s - event.at_s % rule.breaker.interval_s;
+                if breaker.interval_start_s != interval_start_s {
+                    *breaker = BreakerCount {
+                        interval_start_s,
+                        declines: 0,
+                    };
+                }
+                if breaker.declines >= rule.breaker.max {
+                    Effect::BreakerOpen
+                } else {
+                    breaker.declines += 1;
+                    effect
+                }
+            }
+            (effect, _) => effect,
+        };
+        if effect.acts() {
+            decision.outcome = decision.outcome.max(rule.outcome);
+            for action in &rule.actions {
+                if !decision.actions.contains(action) {
+                    decision.actions.push(*action);
+                }
+            }
+        }
+        decision.firings.push(Firing {
+            rule_id: rule.id.clone(),
+            outcome: rule.outcome,
+            effect,
+            features: feature_values(rule, state, event),
+            reason_en: rule.reason_en.clone(),
+            reason_ja: rule.reason_ja.clone(),
+        });
+    }
+    decision
 }
 
 /// `Some(true)`: fired; `Some(false)`: could not be decided (a feature unknown, no condition

@@ -25,7 +25,7 @@ mod window;
 
 pub use backtest::{Label, LogLine, Report, RuleReport, backtest};
 pub use decision::{Action, Decision, Effect, Firing, Language, Outcome};
-pub use engine::{Engine, SLOTS_MAX_DEFAULT};
+pub use engine::{Breakers, Engine, SLOTS_MAX_DEFAULT};
 pub use event::{Actor, Event, EventKind, Flow, Key, LinkMethod};
 pub use features::{FeatureRef, NEVER_HOURS};
 pub use rules::{

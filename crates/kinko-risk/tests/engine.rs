@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use kinko_risk::{
-    Action, Effect, Engine, EventKind, FailMode, Flow, Label, Language, LogLine, Outcome, RuleSet,
-    backtest,
+    Action, Breakers, Effect, Engine, EventKind, FailMode, Flow, Label, Language, LogLine, Outcome,
+    RuleSet, backtest,
 };
 
 fn rules(text: &str) -> RuleSet {
@@ -134,6 +134,30 @@ fn the_circuit_breaker_caps_declines_per_interval_and_closes_again() {
     // The next interval acts again.
     let next = engine.decide(&p2p("alice", "bob", 60_000, 90_000, start + HOUR));
     assert_eq!(next.outcome, Outcome::Deny);
+}
+
+#[test]
+fn breakers_kept_outside_count_across_engines_built_per_decision() {
+    // A server builds an engine per decision from stored history; the breakers live on.
+    let rule_set = one_rule("");
+    let mut breakers = Breakers::new(&rule_set);
+    let start = T0 - T0 % HOUR;
+    let outcomes: Vec<Outcome> = (0..3)
+        .map(|index| {
+            let engine = Engine::new(rule_set.clone(), 1_000);
+            let event = p2p("alice", "bob", 60_000, 90_000, start + index);
+            engine.decide_with(&event, &mut breakers).outcome
+        })
+        .collect();
+    assert_eq!(outcomes, [Outcome::Deny, Outcome::Deny, Outcome::Allow]);
+    // A new rule set starts its breakers afresh.
+    let renamed = rules(&ONE_RULE.replace("MODE", "").replace("test-1", "test-2"));
+    let engine = Engine::new(renamed, 1_000);
+    let event = p2p("alice", "bob", 60_000, 90_000, start + 5);
+    assert_eq!(
+        engine.decide_with(&event, &mut breakers).outcome,
+        Outcome::Deny
+    );
 }
 
 #[test]

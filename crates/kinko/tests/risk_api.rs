@@ -21,6 +21,7 @@ macro_rules! both {
 both!(
     the_mule_chain_leaves_with_nothing,
     money_that_is_not_held_still_moves,
+    a_runaway_rule_stops_at_its_breaker,
 );
 
 fn post(kinko: &Server, token: &str, path: &str, key: &str, body: Value) -> HttpResponse {
@@ -97,15 +98,20 @@ fn the_mule_chain_leaves_with_nothing(backend: &str) {
     kinko.assert_books_balance();
 }
 
+/// Writes `rules` to a file in `dir` and answers its path.
+fn rule_file(dir: &tempfile::TempDir, rules: &str) -> String {
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, rules).unwrap_or_else(|error| panic!("{error}"));
+    path.display().to_string()
+}
+
 fn money_that_is_not_held_still_moves(backend: &str) {
     // The shipped rules with no hold on young links' money (as if the link were old).
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     let shipped = include_str!("../../../rules/default.toml");
     let rules = shipped.replace("young_link_days = 7", "young_link_days = 0");
     assert_ne!(rules, shipped);
-    let path = dir.path().join("rules.toml");
-    std::fs::write(&path, rules).unwrap_or_else(|error| panic!("{error}"));
-    let path = path.display().to_string();
+    let path = rule_file(&dir, &rules);
     let pair = start_with(backend, &[("KINKO_RISK_RULES", path.as_str())]);
     let kinko = &pair.kinko;
     let (sender, link_id, receiver) = chain(&pair);
@@ -155,5 +161,43 @@ fn money_that_is_not_held_still_moves(backend: &str) {
     );
     kinko.assert_problem(&back, 403, "MONEY_RISK_DECLINED");
     assert_eq!(balance(kinko, &receiver)["balance_yen"], 3_000);
+    kinko.assert_books_balance();
+}
+
+fn a_runaway_rule_stops_at_its_breaker(backend: &str) {
+    // A mistaken rule that denies every transfer, capped at 2 denials an hour: the third
+    // transfer goes through (and the decision says so in the log) instead of every honest
+    // user being blocked.
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let path = rule_file(
+        &dir,
+        r#"version = "runaway-1"
+[[rule]]
+id = "deny-everything"
+events = ["p2p"]
+when = ["amount > 0"]
+outcome = "deny"
+breaker = { max = 2, per = "1h" }
+reason_en = "No."
+reason_ja = "いいえ。"
+"#,
+    );
+    let pair = start_with(backend, &[("KINKO_RISK_RULES", path.as_str())]);
+    let kinko = &pair.kinko;
+    let (sender, _, receiver) = chain(&pair);
+    let statuses: Vec<u16> = (0..3)
+        .map(|index| {
+            post(
+                kinko,
+                &sender,
+                "/api/v1/transfers",
+                &format!("p2p-{index}"),
+                json!({ "to_handle": "taro", "amount_yen": 1_000 }),
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses, [403, 403, 201]);
+    assert_eq!(balance(kinko, &receiver)["balance_yen"], 1_000);
     kinko.assert_books_balance();
 }
