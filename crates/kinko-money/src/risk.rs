@@ -3,8 +3,10 @@
 //! withdrawals, P2P in and out, and the recipient's P2P in — is read from the shared database
 //! (so every `kinko serve` process on it decides alike), replayed into a `kinko_risk::Engine`
 //! with the configured rules, and the action is scored. A review or a denial refuses it with
-//! the rule's plain-words reason (`MONEY_RISK_DECLINED`); nothing is written. Off unless the
-//! service is built `with_risk_rules` (`KINKO_RISK_RULES`).
+//! the rule's plain-words reason (`MONEY_RISK_DECLINED`) and moves nothing. A decision on which
+//! any rule fired (shadow mode and open breakers included) is stored in `risk_decisions` with
+//! the rules and feature values. Off unless the service is built `with_risk_rules`
+//! (`KINKO_RISK_RULES`).
 
 use std::sync::{Arc, Mutex};
 
@@ -173,6 +175,34 @@ fn p2p_history(
 }
 
 impl MoneyService {
+    /// Stores a decision with the rules that fired and their feature values.
+    fn record_decision(
+        &self,
+        user: u128,
+        event: &Event,
+        decision: &kinko_risk::Decision,
+        now_ms: i64,
+    ) -> Result<(), MoneyError> {
+        let json = serde_json::to_string(decision)
+            .map_err(|error| MoneyError::Internal(format!("risk: encoding a decision: {error}")))?;
+        self.identity_database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "INSERT INTO risk_decisions (id, user_id, flow, outcome, rules_version,
+                 decision, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    Value::Uuid(uuid::Uuid::now_v7().as_u128()),
+                    Value::Uuid(user),
+                    event.kind.flow().name().into(),
+                    decision.outcome.name().into(),
+                    decision.rules_version.as_str().into(),
+                    json.as_str().into(),
+                    now_ms.into(),
+                ],
+            )?;
+            Ok::<_, MoneyError>(())
+        })
+    }
+
     /// Scores P2P transfers and withdrawals with `rules` before they move money.
     pub fn with_risk_rules(mut self, rules: RuleSet) -> Self {
         let breakers = Mutex::new(Breakers::new(&rules));
@@ -284,6 +314,9 @@ impl MoneyService {
             .acting_rules()
             .map(|firing| firing.rule_id.as_str())
             .collect();
+        if !decision.firings.is_empty() {
+            self.record_decision(user, &event, &decision, now_ms)?;
+        }
         tracing::info!(
             user = %uuid::Uuid::from_u128(user),
             outcome = %decision.outcome,

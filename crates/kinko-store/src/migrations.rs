@@ -52,6 +52,10 @@ pub const SQLITE: &[Migration] = &[
         "0011_passkey_approvals",
         include_str!("../migrations/sqlite/0011_passkey_approvals.sql"),
     ),
+    (
+        "0030_risk_decisions",
+        include_str!("../migrations/sqlite/0030_risk_decisions.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -98,6 +102,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0011_passkey_approvals",
         include_str!("../migrations/postgres/0011_passkey_approvals.sql"),
+    ),
+    (
+        "0030_risk_decisions",
+        include_str!("../migrations/postgres/0030_risk_decisions.sql"),
     ),
 ];
 

@@ -1,8 +1,9 @@
 //! Money out scored by the risk engine (`KINKO_RISK_RULES`), over real HTTP against the sandbox
 //! bank, on both stores. The mule chain — a victim's account freshly linked to an attacker's
 //! wallet, charged, passed by P2P to a mule, or withdrawn — leaves with ¥0: the P2P and the
-//! withdrawal are refused with the rule's reason and nothing moves (wallets, bank, books). The
-//! same flows with money that is not held go through.
+//! withdrawal are refused with the rule's reason and nothing moves (wallets, bank, books), and
+//! each decision is stored with its rules and feature values. The same flows with money that is
+//! not held go through, and a runaway rule stops at its circuit breaker.
 
 mod bank_support;
 mod support;
@@ -33,6 +34,39 @@ fn post(kinko: &Server, token: &str, path: &str, key: &str, body: Value) -> Http
         Some(&body.to_string()),
         &[("Authorization", bearer.as_str()), ("Idempotency-Key", key)],
     )
+}
+
+/// The stored decisions, oldest first: (flow, outcome, decision JSON).
+fn decisions(kinko: &Server) -> Vec<(String, String, Value)> {
+    let argument = |name: &str| {
+        kinko
+            .store
+            .iter()
+            .position(|argument| argument == name)
+            .and_then(|index| kinko.store.get(index + 1))
+    };
+    let location = kinko_store::StoreLocation::choose(
+        argument("--data-dir").map(std::path::Path::new),
+        argument("--database-url").map(String::as_str),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let database =
+        kinko_store::sql::Database::open(&location).unwrap_or_else(|error| panic!("{error}"));
+    let rows = database
+        .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+            tx.query(
+                "SELECT flow, outcome, decision FROM risk_decisions ORDER BY created_at, id",
+                &[],
+            )
+        })
+        .unwrap_or_else(|error: kinko_ledger::StoreError| panic!("{error}"));
+    rows.iter()
+        .map(|row| {
+            let text = |index| row.text(index).unwrap_or_else(|error| panic!("{error}"));
+            let decision = serde_json::from_str(&text(2)).unwrap_or_else(|error| panic!("{error}"));
+            (text(0), text(1), decision)
+        })
+        .collect()
 }
 
 fn set_handle(kinko: &Server, token: &str, handle: &str) {
@@ -96,6 +130,36 @@ fn the_mule_chain_leaves_with_nothing(backend: &str) {
     assert_eq!(history["movements"], json!([]), "{history}");
     assert_eq!(pair.bank.balance(&victim, "0001"), at_bank_before - 10_000);
     kinko.assert_books_balance();
+
+    // Both refusals are stored with the rule that acted and the values that made it fire.
+    let stored = decisions(kinko);
+    let flows: Vec<(&str, &str)> = stored
+        .iter()
+        .map(|(flow, outcome, _)| (flow.as_str(), outcome.as_str()))
+        .collect();
+    assert_eq!(
+        flows,
+        [("p2p", "deny"), ("withdrawal", "deny")],
+        "{stored:?}"
+    );
+    let firings = stored[0].2["firings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let held = firings
+        .iter()
+        .find(|firing| firing["rule_id"] == "held-money-cannot-leave")
+        .unwrap_or_else(|| panic!("{stored:?}"));
+    assert_eq!(held["effect"], "acted");
+    assert_eq!(
+        held["features"],
+        json!([
+            ["amount", 9_000],
+            ["balance", 10_000],
+            ["user.charge_young.sum_72h", 10_000],
+            ["user.p2p_in.sum_72h", 0]
+        ])
+    );
 }
 
 /// Writes `rules` to a file in `dir` and answers its path.
@@ -199,5 +263,18 @@ reason_ja = "いいえ。"
         .collect();
     assert_eq!(statuses, [403, 403, 201]);
     assert_eq!(balance(kinko, &receiver)["balance_yen"], 1_000);
+    // Not silent: the third decision is stored with the breaker open.
+    let effects: Vec<(String, Value)> = decisions(kinko)
+        .into_iter()
+        .map(|(_, outcome, decision)| (outcome, decision["firings"][0]["effect"].clone()))
+        .collect();
+    assert_eq!(
+        effects,
+        [
+            ("deny".to_owned(), json!("acted")),
+            ("deny".to_owned(), json!("acted")),
+            ("allow".to_owned(), json!("breaker_open")),
+        ]
+    );
     kinko.assert_books_balance();
 }
