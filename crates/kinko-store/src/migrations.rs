@@ -56,6 +56,10 @@ pub const SQLITE: &[Migration] = &[
         "0030_risk_decisions",
         include_str!("../migrations/sqlite/0030_risk_decisions.sql"),
     ),
+    (
+        "0031_risk_indexes",
+        include_str!("../migrations/sqlite/0031_risk_indexes.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -106,6 +110,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0030_risk_decisions",
         include_str!("../migrations/postgres/0030_risk_decisions.sql"),
+    ),
+    (
+        "0031_risk_indexes",
+        include_str!("../migrations/postgres/0031_risk_indexes.sql"),
     ),
 ];
 
