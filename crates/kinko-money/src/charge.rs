@@ -134,6 +134,8 @@ pub struct MoneyService {
     payout_wait_ms: i64,
     /// What one operator may credit alone within a day; beyond it a second approves.
     credit_solo_yen: i64,
+    /// Rules that score P2P transfers and withdrawals (`risk.rs`); none: not scored.
+    pub(crate) risk: Option<Arc<crate::risk::RiskGate>>,
 }
 
 /// A new link receives no withdrawal for this long (THREATS 21, ⟨72 h⟩): whoever took over a
@@ -196,6 +198,7 @@ impl MoneyService {
             confirm_above_yen: crate::confirmations::CHARGE_CONFIRM_ABOVE_YEN_DEFAULT,
             payout_wait_ms: PAYOUT_WAIT_HOURS_DEFAULT * HOUR_MS,
             credit_solo_yen: crate::credits::CREDIT_SOLO_YEN_DEFAULT,
+            risk: None,
         }
     }
 
@@ -278,6 +281,18 @@ impl MoneyService {
         session: &SessionInfo,
         request: &ChargeRequest,
     ) -> Result<Charge, MoneyError> {
+        self.gate(session, false)?;
+        crate::transfers::check_key(&request.idempotency_key)?;
+        if request.amount_yen > 0 {
+            self.score_money_out(
+                session,
+                crate::risk::MoneyOut::Withdrawal {
+                    link_id: request.link_id.as_u128(),
+                    amount_yen: request.amount_yen,
+                    idempotency_key: &request.idempotency_key,
+                },
+            )?;
+        }
         self.cross_to_bank(session, Direction::Withdrawal, request)
     }
 

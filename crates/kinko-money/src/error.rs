@@ -10,6 +10,9 @@ pub enum MoneyError {
     /// The wallet may not move money now (KYC, second factor, step-up, freeze).
     #[error("the wallet cannot move money now: {0}")]
     Gate(&'static str),
+    /// The risk engine reviewed or denied the action; the rule's reason in plain words.
+    #[error("{0}")]
+    RiskDeclined(String),
     #[error("the amount must be a whole number of yen above zero")]
     AmountInvalid,
     #[error("send an Idempotency-Key header of 1–255 visible ASCII characters")]
@@ -134,6 +137,7 @@ impl ErrorCode for MoneyError {
     fn code(&self) -> &'static str {
         match self {
             MoneyError::Gate(reason) => reason,
+            MoneyError::RiskDeclined(_) => "MONEY_RISK_DECLINED",
             MoneyError::AmountInvalid => "MONEY_AMOUNT_INVALID",
             MoneyError::IdempotencyKeyInvalid => "IDEMPOTENCY_KEY_INVALID",
             MoneyError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -181,6 +185,7 @@ impl ErrorCode for MoneyError {
     fn kind(&self) -> ErrorKind {
         match self {
             MoneyError::Gate(_)
+            | MoneyError::RiskDeclined(_)
             | MoneyError::ChargingDisabled
             | MoneyError::LimitExceeded(_)
             | MoneyError::NewLinkWait { .. }

@@ -130,6 +130,14 @@ impl MoneyService {
             return Err(MoneyError::NoteInvalid);
         }
         let to_handle = normalize_handle(&request.to_handle)?;
+        self.score_money_out(
+            session,
+            crate::risk::MoneyOut::P2p {
+                to_handle: &to_handle,
+                amount_yen: request.amount_yen,
+                idempotency_key: &request.idempotency_key,
+            },
+        )?;
         let user_id = session.user_id;
         let request_hash = format!(
             "{:x}",

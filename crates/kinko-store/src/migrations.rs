@@ -53,6 +53,14 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0011_passkey_approvals.sql"),
     ),
     (
+        "0030_risk_decisions",
+        include_str!("../migrations/sqlite/0030_risk_decisions.sql"),
+    ),
+    (
+        "0031_risk_indexes",
+        include_str!("../migrations/sqlite/0031_risk_indexes.sql"),
+    ),
+    (
         "0050_credit_approvals",
         include_str!("../migrations/sqlite/0050_credit_approvals.sql"),
     ),
@@ -102,6 +110,14 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0011_passkey_approvals",
         include_str!("../migrations/postgres/0011_passkey_approvals.sql"),
+    ),
+    (
+        "0030_risk_decisions",
+        include_str!("../migrations/postgres/0030_risk_decisions.sql"),
+    ),
+    (
+        "0031_risk_indexes",
+        include_str!("../migrations/postgres/0031_risk_indexes.sql"),
     ),
     (
         "0050_credit_approvals",

@@ -25,6 +25,8 @@ pub enum BenchCommand {
     /// QR payments over HTTP/1.1 keep-alive connections, against a running server or a
     /// `kinko serve` child on a fresh store.
     Api(crate::bench_api::ApiBenchArgs),
+    /// The risk engine's decision latency, in-process, over a feature state of N users.
+    Risk(crate::risk::RiskBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -54,6 +56,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Ledger(args) => ledger(args),
         BenchCommand::Api(args) => crate::bench_api::run(args),
+        BenchCommand::Risk(args) => crate::risk::bench(args),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `kinko`: the one binary. `serve` runs the platform, `demo` runs it seeded, `check` verifies
 //! the ledger's invariants, `audit verify` the audit chain, `admin create-operator` makes the
 //! first operator, `bank-sandbox` runs the sandbox bank, `bench` measures, `migrate` applies
-//! migrations.
+//! migrations, `risk` checks and backtests rule files.
 
 mod admin;
 mod audit;
@@ -10,6 +10,7 @@ mod bench;
 mod bench_api;
 mod crash_child;
 mod demo;
+mod risk;
 mod serve;
 
 use std::path::PathBuf;
@@ -89,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         which: audit::AuditCommand,
     },
+    /// Risk rules: validate a rule file, backtest it against an event log.
+    Risk {
+        #[command(subcommand)]
+        which: risk::RiskCommand,
+    },
     /// Test support: applies transfers forever, printing each acknowledged one (crash test).
     #[command(hide = true)]
     CrashChild(crash_child::CrashChildArgs),
@@ -131,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::BankSandbox(args) => bank_sandbox::run(args),
         Command::Admin { which } => admin::run(which),
         Command::Audit { which } => audit::run(which),
+        Command::Risk { which } => risk::run(which),
         Command::CrashChild(args) => crash_child::run(args),
     }
 }

@@ -117,6 +117,7 @@ pub fn serve_with_banks(
             .context("KINKO_CREDIT_APPROVAL_ABOVE_YEN must be a whole number of yen, 0 or more")?,
         Err(_) => kinko_money::credits::CREDIT_SOLO_YEN_DEFAULT,
     };
+    let risk_rules = crate::risk::rules_from_env()?;
     let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
     let gateway_config = GatewayConfig::from_env().context("configuring notifications")?;
     let sandbox = matches!(gateway_config, GatewayConfig::Sandbox);
@@ -146,16 +147,18 @@ pub fn serve_with_banks(
             .with_context(|| format!("binding {address}"))?;
         let bound = listener.local_addr()?;
         let links = connect_banks(Arc::clone(&identity), bound, bank_sandbox_url).await?;
-        let money = Arc::new(
-            kinko_money::MoneyService::new(
-                Arc::clone(&ledger),
-                Arc::clone(&identity),
-                Arc::clone(&links),
-            )
-            .with_confirmation_threshold(confirm_above_yen)
-            .with_payout_wait_hours(payout_wait_hours)
-            .with_credit_approval_threshold(credit_solo_yen),
-        );
+        let mut money = kinko_money::MoneyService::new(
+            Arc::clone(&ledger),
+            Arc::clone(&identity),
+            Arc::clone(&links),
+        )
+        .with_confirmation_threshold(confirm_above_yen)
+        .with_payout_wait_hours(payout_wait_hours)
+        .with_credit_approval_threshold(credit_solo_yen);
+        if let Some(rules) = risk_rules {
+            money = money.with_risk_rules(rules);
+        }
+        let money = Arc::new(money);
         let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
         on_listening(bound);
         let app = kinko_web::app(kinko_web::AppState {

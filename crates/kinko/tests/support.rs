@@ -40,13 +40,31 @@ pub fn spawn_server(subcommand: &str, store: &[String]) -> (Child, String) {
 }
 
 /// The same with extra environment variables.
+/// An environment value that removes the variable from the server's environment.
+pub const UNSET: &str = "\u{0}unset";
+
 pub fn spawn_server_with(
     subcommand: &str,
     store: &[String],
     environment: &[(&str, &str)],
 ) -> (Child, String) {
-    let mut child = kinko()
-        .envs(environment.iter().copied())
+    let mut command = kinko();
+    // The risk engine scores money out by default; tests of other mechanics switch it off by
+    // name, and the risk tests choose their rules (or `UNSET`: the server's default).
+    if !environment
+        .iter()
+        .any(|(name, _)| *name == "KINKO_RISK_RULES")
+    {
+        command.env("KINKO_RISK_RULES", "off");
+    }
+    for (name, value) in environment {
+        if *value == UNSET {
+            command.env_remove(name);
+        } else {
+            command.env(name, value);
+        }
+    }
+    let mut child = command
         .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
         .env_remove("KINKO_ENV")
         .env_remove("KINKO_NOTIFY")

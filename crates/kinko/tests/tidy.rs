@@ -52,6 +52,23 @@ fn dependencies_point_inward() {
         ("kinko-web", &["rusqlite", "postgres"]),
         ("kinko-money", &["kinko-web", "axum", "tokio"]),
         (
+            "kinko-risk",
+            &[
+                "kinko-ledger",
+                "kinko-store",
+                "kinko-identity",
+                "kinko-banking",
+                "kinko-money",
+                "kinko-web",
+                "tokio",
+                "rusqlite",
+                "postgres",
+                "axum",
+                "reqwest",
+                "tracing",
+            ],
+        ),
+        (
             "kinko-qr",
             &[
                 "kinko-store",
