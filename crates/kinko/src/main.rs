@@ -11,6 +11,7 @@ mod bench_api;
 mod crash_child;
 mod demo;
 mod serve;
+mod walkthrough;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -43,15 +43,20 @@ async fn blocking<T: Send + 'static>(
 
 #[derive(Serialize, ToSchema)]
 pub struct BankView {
-    bank_code: String,
-    name_ja: String,
+    pub(crate) bank_code: String,
+    pub(crate) name_ja: String,
     name_kana: String,
-    linking_enabled: bool,
+    pub(crate) linking_enabled: bool,
     charging_enabled: bool,
 }
 
 #[utoipa::path(get, path = "/api/v1/banks", responses((status = 200, body = Vec<BankView>)))]
 pub async fn list_banks(State(state): State<AppState>) -> Result<Json<Vec<BankView>>, Problem> {
+    Ok(Json(bank_views(&state).await?))
+}
+
+/// The partner banks with their switches, for the API and the pages alike.
+pub(crate) async fn bank_views(state: &AppState) -> Result<Vec<BankView>, Problem> {
     let database = std::sync::Arc::clone(state.identity.database());
     let banks = blocking(move || {
         database.transaction(|tx: &mut dyn Tx| {
@@ -71,7 +76,7 @@ pub async fn list_banks(State(state): State<AppState>) -> Result<Json<Vec<BankVi
         })
     })
     .await?;
-    Ok(Json(banks))
+    Ok(banks)
 }
 
 #[derive(Deserialize, ToSchema)]
