@@ -21,6 +21,16 @@ macro_rules! both {
 
 both!(the_demo_prints_a_ready_wallet_and_operators_who_can_sign_in);
 
+/// The demo's process, stopped however the test ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
 /// The word after `label` on a line of the demo's output.
 fn after<'a>(lines: &'a [String], label: &str) -> &'a str {
     lines
@@ -45,6 +55,7 @@ fn the_demo_prints_a_ready_wallet_and_operators_who_can_sign_in(backend: &str) {
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut child = Stopped(child);
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -87,7 +98,12 @@ fn the_demo_prints_a_ready_wallet_and_operators_who_can_sign_in(backend: &str) {
         .cloned()
         .unwrap_or_default()];
     let password = after(&wallet_line, "password ");
-    let seed = after(&lines, "TOTP seed ");
+    let seed_line = [lines
+        .iter()
+        .find(|line| line.trim_start().starts_with("TOTP seed "))
+        .cloned()
+        .unwrap_or_default()];
+    let seed = after(&seed_line, "TOTP seed ");
     let signed_in = http_with(
         &address,
         "POST",
@@ -158,8 +174,8 @@ fn the_demo_prints_a_ready_wallet_and_operators_who_can_sign_in(backend: &str) {
         assert_eq!(operator.status, 201, "{label}: {}", operator.body);
     }
 
-    drop(child.kill());
-    drop(child.wait());
+    drop(child.0.kill());
+    drop(child.0.wait());
     let check = kinko()
         .arg("check")
         .args(&store)
