@@ -407,6 +407,13 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     assert_eq!(browser.text("#result-amount"), "¥1,200");
     browser.screenshot("paid-ja");
 
+    // A one-time pay code for the shop's till, as a QR image.
+    browser.go(&format!("{site}/wallet/pay"));
+    browser.click("#paycode");
+    browser.find("#paycode-qr svg");
+    assert!(!browser.text("#paycode").is_empty());
+    browser.screenshot("paycode-ja");
+
     // A tampered code is refused in words.
     browser.go(&format!("{site}/wallet/pay"));
     browser.fill("#qr", &merchant_payload.replace("6304", "6305"));

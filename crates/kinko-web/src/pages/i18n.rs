@@ -325,6 +325,14 @@ pub const TEXTS: &[(&str, &str, &str)] = &[
     ("pay.confirm_title", "支払先の確認", "Check the payee"),
     ("pay.merchant", "支払先", "Pay to"),
     ("pay.submit", "支払う", "Pay"),
+    ("paycode.title", "支払いコード", "Pay code"),
+    ("paycode.show", "支払いコードを表示", "Show my pay code"),
+    (
+        "paycode.lead",
+        "お店のレジで読み取ってもらってください。一度だけ使えます。",
+        "Let the shop's till scan it. It works once.",
+    ),
+    ("paycode.seconds", "有効期限（秒）", "Valid for (seconds)"),
     ("send.title", "送る", "Send"),
     (
         "send.lead",

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/wallet/charge/confirm", post(charge_confirmed))
         .route("/wallet/pay", get(pay_form).post(pay_quote))
         .route("/wallet/pay/confirm", post(pay))
+        .route("/wallet/paycode", post(pay_code))
         .route("/wallet/send", get(send_form).post(send))
         .route("/wallet/handle", post(set_handle))
         .route("/wallet/history", get(history))
@@ -92,6 +93,7 @@ has_csrf!(
     LinkForm,
     ChargeForm,
     ConfirmForm,
+    CsrfForm,
     QuoteForm,
     PayForm,
     SendForm,
@@ -733,6 +735,61 @@ async fn pay(
         }
         Err(problem) => quote(&state, &session, form.qr, Some(problem)).await,
     }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "paycode.html")]
+struct PayCodePage {
+    page: Frame,
+    qr_svg: String,
+    code: String,
+    seconds: i64,
+}
+
+/// A one-time code for the shop's till to read (consumer-presented), as a QR image: the
+/// `MoneyService::issue_pay_code` the API's `POST /pay-codes` calls.
+async fn pay_code(
+    State(state): State<AppState>,
+    session: PageSession,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    if let Err(refused) = accept(&session, form) {
+        return refused;
+    }
+    let service = money(&state);
+    let info = session.session.clone();
+    let issued = match blocking(move || service.issue_pay_code(&info)).await {
+        Ok(issued) => issued,
+        Err(problem) => return error_page(session.lang, &session.csrf, &problem),
+    };
+    let qr_svg = match kinko_qr::render::svg(&issued.code) {
+        Ok(svg) => super::account::inline_svg(&svg),
+        Err(error) => {
+            tracing::error!(error = %error, "drawing a pay code failed");
+            String::new()
+        }
+    };
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis())
+            .unwrap_or_default(),
+    )
+    .unwrap_or(i64::MAX);
+    render(
+        StatusCode::OK,
+        &PayCodePage {
+            page: session.frame("/wallet/pay"),
+            qr_svg,
+            code: issued.code,
+            seconds: ((issued.expires_at_ms - now_ms) / 1_000).max(0),
+        },
+    )
 }
 
 #[derive(Template)]
