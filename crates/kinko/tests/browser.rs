@@ -469,6 +469,27 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     let balance_after = kinko.call("GET", "/api/v1/wallet", None, "none");
     assert_eq!(balance_after.status, 401);
 
+    // The operator console: the admin switches the bank's charging off, with a reason, and the
+    // wallet's next charge from it is refused.
+    browser.go(&format!("{site}/console/signin"));
+    browser.fill("#email", &admin.email);
+    browser.fill("#password", support::OPERATOR_PASSWORD);
+    browser.fill("#code", &totp_code(&admin.secret_base32, 1));
+    browser.click("#submit");
+    browser.wait_for_url("the console", |url| url.ends_with("/console"));
+    assert!(browser.text("#bank-0001 .charging").contains("受付中"));
+    browser.fill("#reason-0001", "drill: the bank asked us to pause charging");
+    browser.click("#charging-0001");
+    browser.wait_for_text("切り替えました。");
+    assert!(browser.text("#bank-0001 .charging").contains("停止中"));
+    browser.screenshot("console-banks-ja");
+    browser.go(&format!("{site}/wallet/charge"));
+    browser.fill("#amount", "1000");
+    browser.click("#submit");
+    browser.wait_for_text("この銀行からのチャージは現在停止しています。");
+    browser.screenshot("charge-refused-ja");
+    both_languages(&mut browser, &site, "/console", "console");
+
     // Every page in both languages.
     for (path, name) in [
         ("/wallet", "home"),

@@ -14,6 +14,7 @@
 //! was drawn, so sending a form twice is one movement.
 
 pub mod account;
+pub mod console;
 pub mod i18n;
 pub mod wallet;
 
@@ -61,6 +62,7 @@ pub fn router() -> Router<AppState> {
         .route("/static/kinko.css", get(stylesheet))
         .route("/lang/{code}", get(switch_language))
         .merge(account::router())
+        .merge(console::router())
         .merge(wallet::router())
         .layer(middleware::map_response(security_headers))
 }
