@@ -257,7 +257,7 @@ fn both_languages(browser: &mut Browser, site: &str, path: &str, name: &str) {
 fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str) {
     let bank = BankSandbox::start(backend);
     let (kinko, admin) = Kinko::start(backend, &bank);
-    let (_admin_token, merchant_payload) = merchant_code(&kinko, &admin);
+    let (admin_token, merchant_payload) = merchant_code(&kinko, &admin);
     let customer = demo_customers()
         .into_iter()
         .next()
@@ -489,6 +489,32 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     browser.wait_for_text("この銀行からのチャージは現在停止しています。");
     browser.screenshot("charge-refused-ja");
     both_languages(&mut browser, &site, "/console", "console");
+
+    // A bank's own staff see only their bank.
+    let partner = kinko.call(
+        "POST",
+        "/api/v1/operator/operators",
+        Some(json!({
+            "email": "staff@bank0009.example", "role": "bank_partner", "bank_code": "0009",
+            "password": support::OPERATOR_PASSWORD, "reason": "new hire, onboarding ticket 12",
+        })),
+        &admin_token,
+    );
+    assert_eq!(partner.status, 201, "{}", partner.body);
+    let partner_seed = text_of(&json_of(&partner)["secret_base32"]);
+    browser.delete_cookie("kinko_operator");
+    browser.go(&format!("{site}/console/signin"));
+    browser.fill("#email", "staff@bank0009.example");
+    browser.fill("#password", support::OPERATOR_PASSWORD);
+    browser.fill("#code", &totp_code(&partner_seed, 0));
+    browser.click("#submit");
+    browser.wait_for_url("the console", |url| url.ends_with("/console"));
+    browser.find("#bank-0009");
+    assert!(
+        !browser.exists("#bank-0001"),
+        "a bank partner sees another bank"
+    );
+    browser.screenshot("console-bank-partner-ja");
 
     // Every page in both languages.
     for (path, name) in [

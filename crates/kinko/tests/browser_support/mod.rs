@@ -346,6 +346,11 @@ impl Browser {
             .collect()
     }
 
+    /// Forgets one cookie of the current site.
+    pub fn delete_cookie(&self, name: &str) {
+        self.ok("DELETE", &format!("/cookie/{name}"), None);
+    }
+
     /// A PNG of the viewport, numbered in the order taken.
     pub fn screenshot(&mut self, name: &str) -> PathBuf {
         let encoded = self.ok("GET", "/screenshot", None);
