@@ -233,6 +233,14 @@ fn merchant_code(kinko: &Kinko, admin: &support::Enrolled) -> (String, String) {
     (admin_token, text_of(&json_of(&code)["payload"]))
 }
 
+/// The current 30-second TOTP step.
+fn totp_step() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() / 30)
+        .unwrap_or_default()
+}
+
 /// A page's language and that no text is missing from its table.
 fn assert_language(browser: &Browser, lang: &str) {
     assert_eq!(browser.attribute("html", "lang"), lang, "{}", browser.url());
@@ -385,6 +393,8 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     let approval = browser.text("#approval");
     assert!(approval.contains("¥45,000"), "{approval}");
     browser.screenshot("charge-confirm-ja");
+    // The enrolment spent this step's code: approve with the next one (a code is taken once).
+    let approved_step = totp_step() + 1;
     browser.fill("#code", &totp_code(&secret, 1));
     browser.click("#submit");
     browser.wait_for_text("完了しました");
@@ -535,6 +545,23 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     for (path, name) in [("/signin", "signin"), ("/signup", "signup")] {
         both_languages(&mut browser, &site, path, name);
     }
+
+    // Keyboard only: sign in and pass the second factor with Tab and Enter, from the first field.
+    browser.go(&format!("{site}/signin"));
+    browser.click("#email");
+    browser.keys(&format!("{email}\u{E004}{PASSWORD}\u{E007}"));
+    browser.wait_for_url("the second factor", |url| {
+        url.ends_with("/signin/second-factor")
+    });
+    // The code field has the focus already (autofocus): type and press Enter. The approval
+    // spent its step's code: use the next step's, waiting until it is within the window.
+    while totp_step() < approved_step {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let ahead = (approved_step + 1).saturating_sub(totp_step());
+    browser.keys(&format!("{}\u{E007}", totp_code(&secret, ahead)));
+    browser.wait_for_url("home", |url| url.ends_with("/wallet"));
+    assert_eq!(browser.text("#balance"), "¥43,800");
 
     let check = support::kinko()
         .arg("check")

@@ -346,6 +346,19 @@ impl Browser {
             .collect()
     }
 
+    /// Types `text` into whatever has the focus (WebDriver key codes: \u{E004} Tab,
+    /// \u{E007} Enter), as a keyboard would.
+    pub fn keys(&self, text: &str) {
+        let active = self.ok("GET", "/element/active", None);
+        let element = active[ELEMENT_KEY].as_str().unwrap_or_default().to_owned();
+        assert!(!element.is_empty(), "nothing has the focus");
+        self.ok(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
     /// Forgets one cookie of the current site.
     pub fn delete_cookie(&self, name: &str) {
         self.ok("DELETE", &format!("/cookie/{name}"), None);
