@@ -563,6 +563,27 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     browser.wait_for_url("home", |url| url.ends_with("/wallet"));
     assert_eq!(browser.text("#balance"), "¥43,800");
 
+    // The security page lists the other session (an app's) and ends it.
+    let app = http_with(
+        &kinko.address,
+        "POST",
+        "/api/v1/sessions",
+        Some(&json!({ "email": email, "password": PASSWORD }).to_string()),
+        &[("User-Agent", "Kinko app")],
+    );
+    assert_eq!(app.status, 201, "{}", app.body);
+    let app_token = text_of(&json_of(&app)["token"]);
+    browser.go(&format!("{site}/wallet/security"));
+    assert!(browser.text("#sessions").contains("Kinko app"));
+    browser.screenshot("security-ja");
+    browser.click(".end-session");
+    browser.wait_for_text("その端末をログアウトさせました。");
+    assert_eq!(
+        kinko.call("GET", "/api/v1/me", None, &app_token).status,
+        401
+    );
+    both_languages(&mut browser, &site, "/wallet/security", "security");
+
     let check = support::kinko()
         .arg("check")
         .args(&kinko.store)

@@ -944,7 +944,7 @@ struct HistoryPage {
 }
 
 /// Japan time, to the minute.
-fn japan_time(ms: i64) -> String {
+pub(super) fn japan_time(ms: i64) -> String {
     let seconds = ms.div_euclid(1_000) + 9 * 3_600;
     let days = seconds.div_euclid(86_400);
     let of_day = seconds.rem_euclid(86_400);
