@@ -469,7 +469,7 @@ async fn security_with(state: &AppState, session: &PageSession, notice: Option<&
         .map(|summary| SessionRow {
             id: summary.session_id.to_string(),
             device: summary.device_label,
-            since: super::wallet::japan_time(summary.created_at),
+            since: super::history::japan_time(summary.created_at),
             current: summary.session_id == current,
         })
         .collect();

@@ -15,7 +15,9 @@
 
 pub mod account;
 pub mod console;
+pub mod history;
 pub mod i18n;
+pub mod pay;
 pub mod wallet;
 
 use std::sync::Arc;
@@ -64,6 +66,8 @@ pub fn router() -> Router<AppState> {
         .merge(account::router())
         .merge(console::router())
         .merge(wallet::router())
+        .merge(pay::router())
+        .merge(history::router())
         .layer(middleware::map_response(security_headers))
 }
 

@@ -1,6 +1,6 @@
 //! The wallet: home (balance and what is left to set up), eKYC, bank links (to the bank and
-//! back), charges with their confirmation above the threshold, paying a merchant's code,
-//! sending to a handle, and the history with its CSV. Each handler calls the service function
+//! back), charges with their confirmation above the threshold, and sending to a handle (paying
+//! is in `pay.rs`, the history in `history.rs`). Each handler calls the service function
 //! the API calls (`MoneyService`, `LinkService`, `IdentityService`).
 
 use std::sync::Arc;
@@ -9,10 +9,9 @@ use askama::Template;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
-use kinko_money::history::HistoryFilter;
 use kinko_money::{ChargeRequest, MoneyService};
 use serde::Deserialize;
 
@@ -31,16 +30,11 @@ pub fn router() -> Router<AppState> {
         .route("/wallet/links/finish", get(finish_link))
         .route("/wallet/charge", get(charge_form).post(charge))
         .route("/wallet/charge/confirm", post(charge_confirmed))
-        .route("/wallet/pay", get(pay_form).post(pay_quote))
-        .route("/wallet/pay/confirm", post(pay))
-        .route("/wallet/paycode", post(pay_code))
         .route("/wallet/send", get(send_form).post(send))
         .route("/wallet/handle", post(set_handle))
-        .route("/wallet/history", get(history))
-        .route("/wallet/history.csv", get(history_csv))
 }
 
-fn money(state: &AppState) -> Arc<MoneyService> {
+pub(super) fn money(state: &AppState) -> Arc<MoneyService> {
     Arc::clone(&state.money)
 }
 
@@ -52,7 +46,7 @@ fn form_problem() -> Problem {
     )
 }
 
-fn amount_problem() -> Problem {
+pub(super) fn amount_problem() -> Problem {
     Problem::new(
         StatusCode::BAD_REQUEST,
         "MONEY_AMOUNT_INVALID",
@@ -61,7 +55,10 @@ fn amount_problem() -> Problem {
 }
 
 /// Parses a signed-in form and checks its CSRF token; the `Err` is the page to answer.
-fn accept<T>(session: &PageSession, form: Result<Form<T>, FormRejection>) -> Result<T, Response>
+pub(super) fn accept<T>(
+    session: &PageSession,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<T, Response>
 where
     T: HasCsrf,
 {
@@ -74,7 +71,7 @@ where
     Ok(form)
 }
 
-trait HasCsrf {
+pub(super) trait HasCsrf {
     fn csrf(&self) -> &str;
 }
 
@@ -93,15 +90,12 @@ has_csrf!(
     LinkForm,
     ChargeForm,
     ConfirmForm,
-    CsrfForm,
-    QuoteForm,
-    PayForm,
     SendForm,
     HandleForm
 );
 
 /// A movement's outcome, in words.
-fn status_text(lang: Lang, status: &str) -> &'static str {
+pub(super) fn status_text(lang: Lang, status: &str) -> &'static str {
     match status {
         "posted" => lang.t("status.posted"),
         "pending" => lang.t("status.pending"),
@@ -119,7 +113,12 @@ struct ResultPage {
     detail: String,
 }
 
-fn result_page(session: &PageSession, status: &str, amount_yen: i64, detail: String) -> Response {
+pub(super) fn result_page(
+    session: &PageSession,
+    status: &str,
+    amount_yen: i64,
+    detail: String,
+) -> Response {
     let lang = session.lang;
     let heading = match status {
         "posted" => lang.t("result.done"),
@@ -603,196 +602,6 @@ async fn charge_confirmed(
 }
 
 #[derive(Template)]
-#[template(path = "pay.html")]
-struct PayPage {
-    page: Frame,
-    qr: String,
-}
-
-async fn pay_form(session: PageSession) -> Response {
-    render(
-        StatusCode::OK,
-        &PayPage {
-            page: session.frame("/wallet/pay"),
-            qr: String::new(),
-        },
-    )
-}
-
-#[derive(Deserialize)]
-struct QuoteForm {
-    csrf: String,
-    qr: String,
-}
-
-#[derive(Template)]
-#[template(path = "pay_confirm.html")]
-struct PayConfirmPage {
-    page: Frame,
-    qr: String,
-    merchant: String,
-    /// The amount of a dynamic code; a static one lets the payer type it.
-    amount: Option<String>,
-    key: String,
-}
-
-/// Reads the code and shows the merchant's name from Kinko's records for the payer to check.
-async fn pay_quote(
-    State(state): State<AppState>,
-    session: PageSession,
-    form: Result<Form<QuoteForm>, FormRejection>,
-) -> Response {
-    let form = match accept(&session, form) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let qr = form.qr.trim().to_owned();
-    quote(&state, &session, qr, None).await
-}
-
-async fn quote(
-    state: &AppState,
-    session: &PageSession,
-    qr: String,
-    problem: Option<Problem>,
-) -> Response {
-    let service = money(state);
-    let code = qr.clone();
-    match blocking(move || service.resolve_qr(&code)).await {
-        Ok(quote) => {
-            let mut page = session.frame("/wallet/pay");
-            let status = match &problem {
-                Some(problem) => {
-                    page = page.with_error(problem.code);
-                    status_of(problem)
-                }
-                None => StatusCode::OK,
-            };
-            let merchant = match session.lang {
-                Lang::Ja => quote.merchant_name_ja,
-                Lang::En => quote.merchant_name,
-            };
-            render(
-                status,
-                &PayConfirmPage {
-                    page,
-                    qr,
-                    merchant,
-                    amount: quote.amount_yen.map(yen),
-                    key: random_token(),
-                },
-            )
-        }
-        Err(problem) => {
-            let page = session.frame("/wallet/pay").with_error(problem.code);
-            render(status_of(&problem), &PayPage { page, qr })
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct PayForm {
-    csrf: String,
-    qr: String,
-    key: String,
-    amount: Option<String>,
-}
-
-async fn pay(
-    State(state): State<AppState>,
-    session: PageSession,
-    form: Result<Form<PayForm>, FormRejection>,
-) -> Response {
-    let form = match accept(&session, form) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let amount_yen = match form.amount.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => match parse_yen(text) {
-            Some(amount) => Some(amount),
-            None => return quote(&state, &session, form.qr, Some(amount_problem())).await,
-        },
-    };
-    let request = kinko_money::payments::PayRequest {
-        qr: form.qr.clone(),
-        amount_yen,
-        idempotency_key: form.key,
-    };
-    let service = money(&state);
-    let info = session.session.clone();
-    match blocking(move || service.pay(&info, &request)).await {
-        Ok(payment) => {
-            let merchant = match session.lang {
-                Lang::Ja => payment.merchant_name_ja,
-                Lang::En => payment.merchant_name,
-            };
-            let detail = format!(
-                "{merchant} — {}",
-                status_text(session.lang, &payment.status)
-            );
-            result_page(&session, &payment.status, payment.amount_yen, detail)
-        }
-        Err(problem) => quote(&state, &session, form.qr, Some(problem)).await,
-    }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
-}
-
-#[derive(Template)]
-#[template(path = "paycode.html")]
-struct PayCodePage {
-    page: Frame,
-    qr_svg: String,
-    code: String,
-    seconds: i64,
-}
-
-/// A one-time code for the shop's till to read (consumer-presented), as a QR image: the
-/// `MoneyService::issue_pay_code` the API's `POST /pay-codes` calls.
-async fn pay_code(
-    State(state): State<AppState>,
-    session: PageSession,
-    form: Result<Form<CsrfForm>, FormRejection>,
-) -> Response {
-    if let Err(refused) = accept(&session, form) {
-        return refused;
-    }
-    let service = money(&state);
-    let info = session.session.clone();
-    let issued = match blocking(move || service.issue_pay_code(&info)).await {
-        Ok(issued) => issued,
-        Err(problem) => return error_page(session.lang, &session.csrf, &problem),
-    };
-    let qr_svg = match kinko_qr::render::svg(&issued.code) {
-        Ok(svg) => super::account::inline_svg(&svg),
-        Err(error) => {
-            tracing::error!(error = %error, "drawing a pay code failed");
-            String::new()
-        }
-    };
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis())
-            .unwrap_or_default(),
-    )
-    .unwrap_or(i64::MAX);
-    render(
-        StatusCode::OK,
-        &PayCodePage {
-            page: session.frame("/wallet/pay"),
-            qr_svg,
-            code: issued.code,
-            seconds: ((issued.expires_at_ms - now_ms) / 1_000).max(0),
-        },
-    )
-}
-
-#[derive(Template)]
 #[template(path = "send.html")]
 struct SendPage {
     page: Frame,
@@ -899,191 +708,4 @@ async fn set_handle(
             amount: String::new(),
         },
     )
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    kind: Option<String>,
-    cursor: Option<String>,
-}
-
-impl HistoryQuery {
-    fn filter(&self, limit: u32) -> HistoryFilter {
-        HistoryFilter {
-            kind: self.kind.clone().filter(|kind| !kind.is_empty()),
-            from_ms: None,
-            to_ms: None,
-            cursor: self.cursor.clone(),
-            limit: Some(limit),
-        }
-    }
-}
-
-struct MovementRow {
-    when: String,
-    what: String,
-    counterparty: String,
-    amount: String,
-    status: &'static str,
-}
-
-struct KindOption {
-    value: &'static str,
-    label: &'static str,
-    selected: bool,
-}
-
-#[derive(Template)]
-#[template(path = "history.html")]
-struct HistoryPage {
-    page: Frame,
-    rows: Vec<MovementRow>,
-    kinds: Vec<KindOption>,
-    csv_href: String,
-    older_href: Option<String>,
-}
-
-/// Japan time, to the minute.
-pub(super) fn japan_time(ms: i64) -> String {
-    let seconds = ms.div_euclid(1_000) + 9 * 3_600;
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year}-{month:02}-{day:02} {:02}:{:02}",
-        of_day / 3_600,
-        of_day % 3_600 / 60
-    )
-}
-
-async fn history(
-    State(state): State<AppState>,
-    session: PageSession,
-    Query(query): Query<HistoryQuery>,
-) -> Response {
-    let service = money(&state);
-    let info = session.session.clone();
-    let filter = query.filter(50);
-    let page_of = match blocking(move || service.history(&info, &filter)).await {
-        Ok(page_of) => page_of,
-        Err(problem) => return error_page(session.lang, &session.csrf, &problem),
-    };
-    let lang = session.lang;
-    let kind_query = query
-        .kind
-        .as_deref()
-        .filter(|kind| !kind.is_empty())
-        .map(|kind| format!("kind={}", super::encode_component(kind)));
-    let rows = page_of
-        .movements
-        .into_iter()
-        .map(|movement| {
-            let outgoing = matches!(
-                movement.kind.as_str(),
-                "withdrawal" | "payment" | "transfer_out"
-            );
-            let amount = if outgoing {
-                yen(-movement.amount_yen)
-            } else {
-                yen(movement.amount_yen)
-            };
-            MovementRow {
-                when: japan_time(movement.created_at_ms),
-                what: kind_label(lang, &movement.kind).to_owned(),
-                counterparty: movement.counterparty,
-                amount,
-                status: status_text(lang, &movement.status),
-            }
-        })
-        .collect();
-    let kinds = std::iter::once(("", lang.t("history.all")))
-        .chain(
-            kinko_money::history::KINDS
-                .iter()
-                .map(|kind| (*kind, kind_label(lang, kind))),
-        )
-        .map(|(value, label)| KindOption {
-            value,
-            label,
-            selected: query.kind.as_deref().unwrap_or_default() == value,
-        })
-        .collect();
-    let csv_href = match &kind_query {
-        Some(kind) => format!("/wallet/history.csv?{kind}"),
-        None => "/wallet/history.csv".to_owned(),
-    };
-    let older_href = page_of.next_cursor.map(|cursor| {
-        let cursor = format!("cursor={}", super::encode_component(&cursor));
-        match &kind_query {
-            Some(kind) => format!("/wallet/history?{kind}&{cursor}"),
-            None => format!("/wallet/history?{cursor}"),
-        }
-    });
-    render(
-        StatusCode::OK,
-        &HistoryPage {
-            page: session.frame("/wallet/history"),
-            rows,
-            kinds,
-            csv_href,
-            older_href,
-        },
-    )
-}
-
-fn kind_label(lang: Lang, kind: &str) -> &'static str {
-    match kind {
-        "charge" => lang.t("kind.charge"),
-        "withdrawal" => lang.t("kind.withdrawal"),
-        "payment" => lang.t("kind.payment"),
-        "refund" => lang.t("kind.refund"),
-        "transfer_in" => lang.t("kind.transfer_in"),
-        _ => lang.t("kind.transfer_out"),
-    }
-}
-
-/// The same CSV as the API's (`MoneyService::history_csv`), as a download.
-async fn history_csv(
-    State(state): State<AppState>,
-    session: PageSession,
-    Query(query): Query<HistoryQuery>,
-) -> Response {
-    let service = money(&state);
-    let info = session.session.clone();
-    let filter = query.filter(kinko_money::history::PAGE_MAX);
-    match blocking(move || service.history_csv(&info, &filter)).await {
-        Ok(csv) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"kinko-history.csv\"",
-                ),
-            ],
-            csv,
-        )
-            .into_response(),
-        Err(problem) => error_page(session.lang, &session.csrf, &problem),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_shown_in_japan_time() {
-        assert_eq!(japan_time(0), "1970-01-01 09:00");
-        // 2024-02-29 15:00 UTC is 2024-03-01 00:00 in Japan.
-        assert_eq!(japan_time(1_709_218_800_000), "2024-03-01 00:00");
-    }
 }
