@@ -1,14 +1,15 @@
 //! Kinko's HTTP surface. Handlers parse the request into domain types, call one service
 //! function and map the result; they hold no SQL and no business rules.
 //!
-//! Today: `GET /healthz` and `GET /metrics` (Prometheus text). The `/api/v1` routes arrive with
-//! the identity and payments issues and follow `problem.rs` for errors.
+//! `/api/v1` (JSON, errors per `problem.rs`), the pages for people in a browser (`pages/`),
+//! `GET /healthz` and `GET /metrics` (Prometheus text).
 
 // Handlers return `Result<_, Problem>`: the error is the response body itself, built once per
 // failed request, so boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod pages;
 pub mod problem;
 
 use std::sync::Arc;
@@ -52,10 +53,11 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let sandbox = state.sandbox;
     Router::new()
-        .route("/", get(index))
+        .route("/", get(pages::root))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::router(sandbox))
+        .merge(pages::router())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(REQUEST_BODY_BYTES_MAX))
         .layer(TimeoutLayer::with_status_code(
@@ -66,16 +68,6 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
-}
-
-/// What this server offers, until the wallet pages arrive.
-async fn index(State(state): State<AppState>) -> Response {
-    Json(serde_json::json!({
-        "name": "Kinko (金庫)",
-        "store": state.store_kind,
-        "links": { "health": "/healthz", "metrics": "/metrics" },
-    }))
-    .into_response()
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]

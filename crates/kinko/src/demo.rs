@@ -28,6 +28,9 @@ pub struct DemoArgs {
     /// directory, or `./kinko-bank-data` with PostgreSQL.
     #[arg(long, value_name = "DIR")]
     pub bank_data_dir: Option<std::path::PathBuf>,
+    /// Serve the seeded store only, without making the ready wallet and operators.
+    #[arg(long)]
+    pub no_walkthrough: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -213,20 +216,27 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         })
         .context("starting the sandbox bank")?;
+    let run_id = run_id();
+    let operators = if args.no_walkthrough {
+        None
+    } else {
+        Some(demo_operators(&location, &run_id)?)
+    };
     let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port);
     crate::serve::serve_with_banks(
         ledger,
         &location,
         address,
         Some(bank_issuer.clone()),
+        crate::serve::Profile::Demo,
         |address| {
+            let site = format!("http://localhost:{}", address.port());
             println!("Kinko demo on {}", location.describe());
-            println!("  URL:     http://{address}/");
-            println!("  health:  http://{address}/healthz");
-            println!("  metrics: http://{address}/metrics");
-            println!("  API:     http://{address}/api/v1/openapi.json");
+            println!("  pages:   {site}/  (sign up, or sign in as the ready wallet below)");
+            println!("  health:  {site}/healthz");
+            println!("  API:     {site}/api/v1/openapi.json");
             println!(
-                "  sandbox outbox (codes sent by e-mail/SMS): http://{address}/api/v1/sandbox/outbox?destination=…"
+                "  sandbox outbox (codes sent by e-mail/SMS): {site}/api/v1/sandbox/outbox?destination=…"
             );
             println!("Seeded ledger accounts (JPY):");
             for (seed, account) in SEED_ACCOUNTS.iter().zip(&accounts) {
@@ -238,14 +248,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             println!(
-                "  partner banks: http://{address}/api/v1/banks (the 35 of the seed case; legacy PIN method off at all)"
+                "  partner banks: {site}/api/v1/banks (the 35 of the seed case; legacy PIN method off at all)"
             );
             println!(
-                "  a new link waits 24 h before its first charge (each bank's policy: an admin may set new_link_wait_hours, POST /api/v1/operator/banks/{{code}}/policy) and {} h before its first withdrawal (KINKO_PAYOUT_WAIT_H)",
-                payout_wait_hours
+                "  the demo's sandbox policy: no freeze after a first second factor, and a new link at the sandbox's banks may be charged at once; a new link waits {payout_wait_hours} h before its first withdrawal (KINKO_PAYOUT_WAIT_H). `kinko serve` keeps the strict defaults."
             );
             println!(
-                "Sandbox bank (hosts all 35): {bank_issuer}  customer page: {bank_issuer}/customer"
+                "Sandbox bank (hosts all 35, another site than the pages): {bank_issuer}  customer page: {bank_issuer}/customer"
             );
             println!(
                 "  bank customers: online id, password, TOTP seed (base32, for an authenticator app), and the wallet eKYC reference whose identity matches:"
@@ -269,11 +278,141 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 merchant.name,
                 merchant_key.expose_secret()
             );
+            println!("  its static QR code (paste it on {site}/wallet/pay): {merchant_code}");
+            let Some((admin, bank_partner)) = operators else {
+                println!("Press Ctrl-C to stop.");
+                return;
+            };
             println!(
-                "  its static QR code (POST /api/v1/payments/resolve, then /payments): {merchant_code}"
+                "Operators (password {}; TOTP seed for an authenticator app):",
+                crate::walkthrough::DEMO_PASSWORD
             );
-            println!("Press Ctrl-C to stop.");
+            println!(
+                "  admin         {}  TOTP {}",
+                admin.email, admin.secret_base32
+            );
+            println!(
+                "  bank partner  {}  TOTP {}  (みずほ銀行 0001 only)",
+                bank_partner.email, bank_partner.secret_base32
+            );
+            let kinko_address = address.to_string();
+            let bank_address = bank_issuer
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned();
+            let customer = bank_customers.first().cloned();
+            let spawned = std::thread::Builder::new()
+                .name("demo-walkthrough".to_owned())
+                .spawn(move || {
+                    let Some(customer) = customer else { return };
+                    match walk(&kinko_address, &bank_address, &admin, &customer, &run_id) {
+                        Ok(wallet) => {
+                            println!("Ready wallet (signed up, verified, KYC'd, linked, charged):");
+                            println!("  sign in at {site}/signin");
+                            println!(
+                                "  e-mail {}  password {}  phone {}",
+                                wallet.email,
+                                crate::walkthrough::DEMO_PASSWORD,
+                                wallet.phone
+                            );
+                            println!("  TOTP seed {}", wallet.secret_base32);
+                            println!(
+                                "  linked {}  balance {}  handle @{}",
+                                wallet.account_label,
+                                Money::yen(wallet.balance_yen),
+                                wallet.handle
+                            );
+                        }
+                        Err(error) => {
+                            eprintln!("the demo walkthrough failed: {error:#}");
+                        }
+                    }
+                    println!("Press Ctrl-C to stop.");
+                });
+            if let Err(error) = spawned {
+                eprintln!("the demo walkthrough did not start: {error}");
+            }
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's banks whose new links may be charged at once.
+const DEMO_BANKS: [&str; 3] = ["0001", "0009", "9900"];
+
+fn walk(
+    kinko_address: &str,
+    bank_address: &str,
+    admin: &crate::walkthrough::Operator,
+    customer: &kinko_bank_sandbox::store::DemoCustomer,
+    run_id: &str,
+) -> anyhow::Result<crate::walkthrough::ReadyWallet> {
+    let mut kinko = crate::walkthrough::Site::new(kinko_address);
+    let token = crate::walkthrough::admin_token(&mut kinko, admin)?;
+    crate::walkthrough::open_demo_banks(&mut kinko, &token, &DEMO_BANKS)?;
+    crate::walkthrough::ready_wallet(&mut kinko, bank_address, customer, "0001", run_id)
+}
+
+/// A name for this run (seconds since the epoch, base 36): the demo's people are new each run,
+/// so the demo starts on a used store too.
+fn run_id() -> String {
+    let mut seconds = SystemClock.now_ms() / 1_000;
+    let mut id = Vec::new();
+    while seconds > 0 {
+        let digit = u8::try_from(seconds % 36).unwrap_or(0);
+        id.push(if digit < 10 {
+            b'0' + digit
+        } else {
+            b'a' + digit - 10
+        });
+        seconds /= 36;
+    }
+    id.reverse();
+    String::from_utf8(id).unwrap_or_default()
+}
+
+/// An admin and the first bank's partner operator, made as `kinko admin create-operator`
+/// makes them, with the demo password.
+fn demo_operators(
+    location: &kinko_store::StoreLocation,
+    run_id: &str,
+) -> anyhow::Result<(crate::walkthrough::Operator, crate::walkthrough::Operator)> {
+    use kinko_identity::operator::{self, CreatedBy, NewOperator, Role};
+    let secret_box = kinko_identity::secrets::SecretBox::from_environment(location)?;
+    let password_hash = kinko_identity::password::hash_password(&secrecy::SecretString::from(
+        crate::walkthrough::DEMO_PASSWORD.to_owned(),
+    ))?;
+    let database = kinko_store::sql::Database::open(location)
+        .with_context(|| format!("opening {}", location.describe()))?;
+    let now_ms = i64::try_from(SystemClock.now_ms()).unwrap_or(i64::MAX);
+    let mut made = Vec::new();
+    for (name, role) in [
+        ("admin", Role::Admin),
+        ("bank-0001", Role::parse("bank_partner", Some("0001"))?),
+    ] {
+        let email = format!("{name}-{run_id}@demo.kinko.example");
+        let created = database
+            .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+                operator::create_operator(
+                    tx,
+                    now_ms,
+                    CreatedBy::Cli,
+                    crate::admin::CLI_REASON,
+                    &NewOperator {
+                        email: &email,
+                        password_hash: password_hash.clone(),
+                        role: role.clone(),
+                    },
+                    &secret_box,
+                )
+            })
+            .map_err(|error| anyhow::anyhow!("creating the demo {name}: {error}"))?;
+        made.push(crate::walkthrough::Operator {
+            email,
+            secret_base32: created.enrolment.secret_base32().expose_secret().to_owned(),
+        });
+    }
+    let bank_partner = made.pop().context("no bank partner")?;
+    let admin = made.pop().context("no admin")?;
+    Ok((admin, bank_partner))
 }

@@ -12,6 +12,7 @@ mod crash_child;
 mod demo;
 mod risk;
 mod serve;
+mod walkthrough;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -33,6 +33,17 @@ pub struct ServeArgs {
     pub store: StoreArgs,
 }
 
+/// What `kinko demo` changes from `kinko serve`'s strict defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Production defaults.
+    Serve,
+    /// The demo's sandbox policy: no freeze after a first second factor (unless
+    /// `KINKO_OUTGOING_FREEZE_S` says otherwise), and pages at `http://localhost:PORT` (the
+    /// passkey relying party; the sandbox bank stays on `127.0.0.1`, another site).
+    Demo,
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let location = args.store.location()?;
     let ledger = crate::start_ledger(&location, WriterConfig::DEFAULT)?;
@@ -41,6 +52,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &location,
         SocketAddr::new(args.host, args.port),
         std::env::var("KINKO_BANK_SANDBOX_URL").ok(),
+        Profile::Serve,
         |address| {
             println!(
                 "kinko listening on http://{address} ({})",
@@ -58,6 +70,7 @@ pub fn serve_with_banks(
     location: &StoreLocation,
     address: SocketAddr,
     bank_sandbox_url: Option<String>,
+    profile: Profile,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
@@ -128,7 +141,7 @@ pub fn serve_with_banks(
         secrets,
         Arc::new(SandboxKycProvider),
         Arc::clone(&clock),
-        identity_config()?,
+        identity_config(profile)?,
     ));
     let stopping = Arc::new(AtomicBool::new(false));
     let delivery = spawn_delivery(
@@ -146,7 +159,7 @@ pub fn serve_with_banks(
             .await
             .with_context(|| format!("binding {address}"))?;
         let bound = listener.local_addr()?;
-        let links = connect_banks(Arc::clone(&identity), bound, bank_sandbox_url).await?;
+        let links = connect_banks(Arc::clone(&identity), bound, bank_sandbox_url, profile).await?;
         let mut money = kinko_money::MoneyService::new(
             Arc::clone(&ledger),
             Arc::clone(&identity),
@@ -201,9 +214,12 @@ async fn connect_banks(
     identity: Arc<IdentityService>,
     bound: SocketAddr,
     bank_sandbox_url: Option<String>,
+    profile: Profile,
 ) -> anyhow::Result<Arc<LinkService>> {
-    let public_url =
-        std::env::var("KINKO_PUBLIC_URL").unwrap_or_else(|_| format!("http://{bound}"));
+    let public_url = std::env::var("KINKO_PUBLIC_URL").unwrap_or_else(|_| match profile {
+        Profile::Serve => format!("http://{bound}"),
+        Profile::Demo => format!("http://localhost:{}", bound.port()),
+    });
     let Some(sandbox_url) = bank_sandbox_url else {
         let redirect_uri = format!("{public_url}/api/v1/bank-links/callback");
         return Ok(Arc::new(LinkService::new(
@@ -303,8 +319,12 @@ fn spawn_reconciler(
 
 /// The identity defaults, with the ⟨configurable⟩ numbers of THREATS.md read from the
 /// environment. Out-of-bound values refuse to start.
-fn identity_config() -> anyhow::Result<IdentityConfig> {
+fn identity_config(profile: Profile) -> anyhow::Result<IdentityConfig> {
     let mut config = IdentityConfig::DEFAULT;
+    if profile == Profile::Demo {
+        // The demo walks a newcomer through linking and charging at once.
+        config.outgoing_freeze_ms = 0;
+    }
     if let Ok(text) = std::env::var("KINKO_OUTGOING_FREEZE_S") {
         let seconds: i64 = text
             .trim()

@@ -43,15 +43,20 @@ async fn blocking<T: Send + 'static>(
 
 #[derive(Serialize, ToSchema)]
 pub struct BankView {
-    bank_code: String,
-    name_ja: String,
+    pub(crate) bank_code: String,
+    pub(crate) name_ja: String,
     name_kana: String,
-    linking_enabled: bool,
-    charging_enabled: bool,
+    pub(crate) linking_enabled: bool,
+    pub(crate) charging_enabled: bool,
 }
 
 #[utoipa::path(get, path = "/api/v1/banks", responses((status = 200, body = Vec<BankView>)))]
 pub async fn list_banks(State(state): State<AppState>) -> Result<Json<Vec<BankView>>, Problem> {
+    Ok(Json(bank_views(&state).await?))
+}
+
+/// The partner banks with their switches, for the API and the pages alike.
+pub(crate) async fn bank_views(state: &AppState) -> Result<Vec<BankView>, Problem> {
     let database = std::sync::Arc::clone(state.identity.database());
     let banks = blocking(move || {
         database.transaction(|tx: &mut dyn Tx| {
@@ -71,7 +76,7 @@ pub async fn list_banks(State(state): State<AppState>) -> Result<Json<Vec<BankVi
         })
     })
     .await?;
-    Ok(Json(banks))
+    Ok(banks)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -94,7 +99,7 @@ pub struct PolicyChangeRequest {
 pub struct PolicyView {
     bank_code: String,
     linking_enabled: bool,
-    charging_enabled: bool,
+    pub(crate) charging_enabled: bool,
     legacy_enabled: bool,
     charge_max_yen: i64,
     daily_max_yen: i64,
@@ -133,28 +138,39 @@ pub async fn change_policy(
     Path(bank_code): Path<String>,
     ApiJson(body): ApiJson<PolicyChangeRequest>,
 ) -> Result<Json<PolicyView>, Problem> {
+    let change = PolicyChange {
+        linking_enabled: body.linking_enabled,
+        charging_enabled: body.charging_enabled,
+        legacy_enabled: body.legacy_enabled,
+        charge_max_yen: body.charge_max_yen,
+        daily_max_yen: body.daily_max_yen,
+        monthly_max_yen: body.monthly_max_yen,
+        new_link_daily_max_yen: body.new_link_daily_max_yen,
+        new_link_period_days: body.new_link_period_days,
+        new_link_wait_hours: body.new_link_wait_hours,
+    };
+    let policy = change_policy_as(&state, token, bank_code, change, body.reason).await?;
+    Ok(Json(policy.into()))
+}
+
+/// One bank's policy change by the operator holding `token`, for the API and the console alike:
+/// the token is checked in the same transaction as the change it authorises.
+pub(crate) async fn change_policy_as(
+    state: &AppState,
+    token: secrecy::SecretString,
+    bank_code: String,
+    change: PolicyChange,
+    reason: String,
+) -> Result<BankPolicy, Problem> {
     let database = std::sync::Arc::clone(state.identity.database());
     let clock = std::sync::Arc::clone(state.identity.clock());
-    let policy = blocking(move || {
+    blocking(move || {
         let now_ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
         database.transaction(|tx: &mut dyn Tx| {
-            // The token is checked in the same transaction as the change it authorises.
             let by = operator::authenticate(tx, now_ms, &token)?;
             let code = BankCode::parse(&bank_code)?;
-            let change = PolicyChange {
-                linking_enabled: body.linking_enabled,
-                charging_enabled: body.charging_enabled,
-                legacy_enabled: body.legacy_enabled,
-                charge_max_yen: body.charge_max_yen,
-                daily_max_yen: body.daily_max_yen,
-                monthly_max_yen: body.monthly_max_yen,
-                new_link_daily_max_yen: body.new_link_daily_max_yen,
-                new_link_period_days: body.new_link_period_days,
-                new_link_wait_hours: body.new_link_wait_hours,
-            };
-            registry::change_policy(tx, now_ms, &by, &code, &change, &body.reason)
+            registry::change_policy(tx, now_ms, &by, &code, &change, &reason)
         })
     })
-    .await?;
-    Ok(Json(policy.into()))
+    .await
 }

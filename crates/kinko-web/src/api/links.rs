@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::pages::wallet::CallbackQuery;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -164,24 +165,28 @@ pub async fn complete_link(
     Ok((StatusCode::CREATED, Json(link.into())))
 }
 
-#[derive(Deserialize)]
-pub struct CallbackQuery {
-    state: Option<String>,
-    code: Option<String>,
-    iss: Option<String>,
-    error: Option<String>,
-}
-
 /// Where the bank sends the browser back (the registered redirect URI). The browser's
-/// session cookie says whose attempt it is; the state must be that user's.
+/// session cookie says whose attempt it is; the state must be that user's. A browser coming
+/// straight from the bank (another site) does not send the SameSite=Strict cookie: it gets a
+/// page that carries it on to the wallet's own finish page, from this site
+/// (`pages::wallet::bounce`).
 pub async fn callback(
     State(state): State<AppState>,
-    Authenticated(session): Authenticated,
+    lang: crate::pages::Lang,
+    headers: HeaderMap,
+    session: Result<Authenticated, Problem>,
     query: Result<Query<CallbackQuery>, QueryRejection>,
-) -> Result<(StatusCode, Json<LinkResponse>), Problem> {
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
     let Ok(Query(query)) = query else {
         return Err(LinkError::Input("state, code and iss are required").into());
     };
+    let has_credentials = headers.contains_key(header::AUTHORIZATION)
+        || crate::pages::cookie(&headers, crate::api::identity::SESSION_COOKIE).is_some();
+    if !has_credentials {
+        return Ok(crate::pages::wallet::bounce(lang, &query));
+    }
+    let Authenticated(session) = session?;
     if query.error.is_some() {
         // The customer denied, or the bank refused: the same answer as any failed link.
         return Err(LinkError::LinkFailed.into());
@@ -191,7 +196,7 @@ pub async fn callback(
     };
     let service = links(&state);
     let link = blocking(move || service.complete_link(&session, &link_state, &code, &iss)).await?;
-    Ok((StatusCode::CREATED, Json(link.into())))
+    Ok((StatusCode::CREATED, Json(LinkResponse::from(link))).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/bank-links",

@@ -1,0 +1,208 @@
+//! The wallet's history, newest first, filtered by kind, and its CSV download
+//! (`MoneyService::history` and `history_csv`, as the API).
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kinko_money::history::HistoryFilter;
+use serde::Deserialize;
+
+use super::wallet::{money, status_text};
+use super::{Frame, Lang, PageSession, blocking, error_page, render, yen};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/wallet/history", get(history))
+        .route("/wallet/history.csv", get(history_csv))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    kind: Option<String>,
+    cursor: Option<String>,
+}
+
+impl HistoryQuery {
+    fn filter(&self, limit: u32) -> HistoryFilter {
+        HistoryFilter {
+            kind: self.kind.clone().filter(|kind| !kind.is_empty()),
+            from_ms: None,
+            to_ms: None,
+            cursor: self.cursor.clone(),
+            limit: Some(limit),
+        }
+    }
+}
+
+struct MovementRow {
+    when: String,
+    what: String,
+    counterparty: String,
+    amount: String,
+    status: &'static str,
+}
+
+struct KindOption {
+    value: &'static str,
+    label: &'static str,
+    selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct HistoryPage {
+    page: Frame,
+    rows: Vec<MovementRow>,
+    kinds: Vec<KindOption>,
+    csv_href: String,
+    older_href: Option<String>,
+}
+
+/// Japan time, to the minute.
+pub(super) fn japan_time(ms: i64) -> String {
+    let seconds = ms.div_euclid(1_000) + 9 * 3_600;
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year}-{month:02}-{day:02} {:02}:{:02}",
+        of_day / 3_600,
+        of_day % 3_600 / 60
+    )
+}
+
+async fn history(
+    State(state): State<AppState>,
+    session: PageSession,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    let service = money(&state);
+    let info = session.session.clone();
+    let filter = query.filter(50);
+    let page_of = match blocking(move || service.history(&info, &filter)).await {
+        Ok(page_of) => page_of,
+        Err(problem) => return error_page(session.lang, &session.csrf, &problem),
+    };
+    let lang = session.lang;
+    let kind_query = query
+        .kind
+        .as_deref()
+        .filter(|kind| !kind.is_empty())
+        .map(|kind| format!("kind={}", super::encode_component(kind)));
+    let rows = page_of
+        .movements
+        .into_iter()
+        .map(|movement| {
+            let outgoing = matches!(
+                movement.kind.as_str(),
+                "withdrawal" | "payment" | "transfer_out"
+            );
+            let amount = if outgoing {
+                yen(-movement.amount_yen)
+            } else {
+                yen(movement.amount_yen)
+            };
+            MovementRow {
+                when: japan_time(movement.created_at_ms),
+                what: kind_label(lang, &movement.kind).to_owned(),
+                counterparty: movement.counterparty,
+                amount,
+                status: status_text(lang, &movement.status),
+            }
+        })
+        .collect();
+    let kinds = std::iter::once(("", lang.t("history.all")))
+        .chain(
+            kinko_money::history::KINDS
+                .iter()
+                .map(|kind| (*kind, kind_label(lang, kind))),
+        )
+        .map(|(value, label)| KindOption {
+            value,
+            label,
+            selected: query.kind.as_deref().unwrap_or_default() == value,
+        })
+        .collect();
+    let csv_href = match &kind_query {
+        Some(kind) => format!("/wallet/history.csv?{kind}"),
+        None => "/wallet/history.csv".to_owned(),
+    };
+    let older_href = page_of.next_cursor.map(|cursor| {
+        let cursor = format!("cursor={}", super::encode_component(&cursor));
+        match &kind_query {
+            Some(kind) => format!("/wallet/history?{kind}&{cursor}"),
+            None => format!("/wallet/history?{cursor}"),
+        }
+    });
+    render(
+        StatusCode::OK,
+        &HistoryPage {
+            page: session.frame("/wallet/history"),
+            rows,
+            kinds,
+            csv_href,
+            older_href,
+        },
+    )
+}
+
+fn kind_label(lang: Lang, kind: &str) -> &'static str {
+    match kind {
+        "charge" => lang.t("kind.charge"),
+        "withdrawal" => lang.t("kind.withdrawal"),
+        "payment" => lang.t("kind.payment"),
+        "refund" => lang.t("kind.refund"),
+        "transfer_in" => lang.t("kind.transfer_in"),
+        _ => lang.t("kind.transfer_out"),
+    }
+}
+
+/// The same CSV as the API's (`MoneyService::history_csv`), as a download.
+async fn history_csv(
+    State(state): State<AppState>,
+    session: PageSession,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    let service = money(&state);
+    let info = session.session.clone();
+    let filter = query.filter(kinko_money::history::PAGE_MAX);
+    match blocking(move || service.history_csv(&info, &filter)).await {
+        Ok(csv) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"kinko-history.csv\"",
+                ),
+            ],
+            csv,
+        )
+            .into_response(),
+        Err(problem) => error_page(session.lang, &session.csrf, &problem),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_japan_time() {
+        assert_eq!(japan_time(0), "1970-01-01 09:00");
+        // 2024-02-29 15:00 UTC is 2024-03-01 00:00 in Japan.
+        assert_eq!(japan_time(1_709_218_800_000), "2024-03-01 00:00");
+    }
+}
