@@ -96,6 +96,9 @@ pub enum LinkError {
     NotFound,
     #[error("the bank link is not active")]
     LinkInactive,
+    /// A payment order's deadline passed before it could be sent: the bank never saw it.
+    #[error("the payment order's deadline passed before it was sent")]
+    DeadlinePassed,
     #[error("the bank's event is not acceptable")]
     WebhookInvalid,
     #[error("storage failed: {0}")]
@@ -137,6 +140,7 @@ impl ErrorCode for LinkError {
             LinkError::Input(_) => "BANK_LINK_INPUT_INVALID",
             LinkError::NotFound => "BANK_LINK_NOT_FOUND",
             LinkError::LinkInactive => "BANK_LINK_INACTIVE",
+            LinkError::DeadlinePassed => "BANK_ORDER_DEADLINE_PASSED",
             LinkError::WebhookInvalid => "BANK_WEBHOOK_INVALID",
             LinkError::Store(_) | LinkError::Internal(_) => "INTERNAL",
         }
@@ -149,7 +153,7 @@ impl ErrorCode for LinkError {
             | LinkError::LegacyDisabled
             | LinkError::LegacyBlocked => ErrorKind::Forbidden,
             LinkError::BankUnknown | LinkError::NotFound => ErrorKind::NotFound,
-            LinkError::BankUnavailable => ErrorKind::Unavailable,
+            LinkError::BankUnavailable | LinkError::DeadlinePassed => ErrorKind::Unavailable,
             LinkError::LinkFailed | LinkError::Input(_) | LinkError::WebhookInvalid => {
                 ErrorKind::InvalidInput
             }
@@ -299,6 +303,7 @@ fn bank_failure_kept(error: BankClientError) -> LinkError {
     tracing::warn!(error = %error, "bank payment call failed");
     match error {
         BankClientError::Transport(_) => LinkError::BankUnavailable,
+        BankClientError::DeadlinePassed => LinkError::DeadlinePassed,
         BankClientError::Refused {
             status: 401 | 403, ..
         } => LinkError::LinkInactive,
@@ -332,6 +337,18 @@ fn audit(
 
 const LINK_COLUMNS: &str =
     "id, bank_code, account_label, method, status, created_at, ended_at, user_id, end_reason";
+
+/// What a link's owner is told of its state. A link made by the legacy PIN method verified
+/// the holder but holds no token to move money with: it is never shown as `active` (every
+/// charge on it would fail), but as `verified`.
+const STATUS_VERIFIED: &str = "verified";
+
+fn shown(mut view: LinkView) -> LinkView {
+    if view.method == "legacy" && view.status == "active" {
+        STATUS_VERIFIED.clone_into(&mut view.status);
+    }
+    view
+}
 
 fn link_from(row: &Row) -> Result<LinkView, StoreError> {
     Ok(LinkView {
@@ -827,7 +844,12 @@ impl LinkService {
         link_id: uuid::Uuid,
         order: &PaymentOrder<'_>,
     ) -> Result<BankPayment, LinkError> {
-        self.with_access(user_id, link_id, |client, token, dpop_key, now_ms| {
+        self.with_access(user_id, link_id, |client, token, dpop_key, _| {
+            // Read the clock again: a token refresh may have taken a call's time already.
+            let now_ms = self.now_ms();
+            if now_ms >= order.not_after_ms {
+                return Err(BankClientError::DeadlinePassed);
+            }
             client.payment(order, token, dpop_key, now_ms)
         })
     }
@@ -845,6 +867,24 @@ impl LinkService {
         })
     }
 
+    /// The bank's saved answer for `key` at `bank_code`, asked with Kinko's client
+    /// authentication: needs no live link, so it settles orders on ended links too. `None` if
+    /// the bank never saw the key.
+    pub fn bank_payment_lookup(
+        &self,
+        bank_code: &str,
+        kind: PaymentKind,
+        key: &str,
+    ) -> Result<Option<BankPayment>, LinkError> {
+        let client = self
+            .banks
+            .for_bank(bank_code)
+            .ok_or(LinkError::BankUnavailable)?;
+        client
+            .payment_by_client(kind, key, self.now_ms())
+            .map_err(bank_failure_kept)
+    }
+
     /// The wallet's links, newest first.
     pub fn list_links(&self, session: &SessionInfo) -> Result<Vec<LinkView>, LinkError> {
         let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
@@ -856,7 +896,10 @@ impl LinkService {
                 &[Value::Uuid(session.user_id)],
             )
         })?;
-        Ok(rows.iter().map(link_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|row| link_from(row).map(shown))
+            .collect::<Result<_, _>>()?)
     }
 
     /// The user ends one of their links; the bank is told (the consent ends there too).
@@ -1301,7 +1344,7 @@ impl LinkService {
                 bank_code: code.as_str().to_owned(),
                 account_label: label.clone(),
                 method: "legacy".to_owned(),
-                status: "active".to_owned(),
+                status: STATUS_VERIFIED.to_owned(),
                 created_at_ms: now_ms,
                 ended_at_ms: None,
             }))

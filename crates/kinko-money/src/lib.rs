@@ -23,6 +23,7 @@ pub mod error;
 pub mod history;
 pub mod merchants;
 pub mod payments;
+pub mod reconcile;
 pub mod transfers;
 
 pub use charge::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};

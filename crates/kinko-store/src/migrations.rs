@@ -52,6 +52,14 @@ pub const SQLITE: &[Migration] = &[
         "0011_passkey_approvals",
         include_str!("../migrations/sqlite/0011_passkey_approvals.sql"),
     ),
+    (
+        "0012_bank_deadline",
+        include_str!("../migrations/sqlite/0012_bank_deadline.sql"),
+    ),
+    (
+        "0013_ledger_failed",
+        include_str!("../migrations/sqlite/0013_ledger_failed.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -98,6 +106,14 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0011_passkey_approvals",
         include_str!("../migrations/postgres/0011_passkey_approvals.sql"),
+    ),
+    (
+        "0012_bank_deadline",
+        include_str!("../migrations/postgres/0012_bank_deadline.sql"),
+    ),
+    (
+        "0013_ledger_failed",
+        include_str!("../migrations/postgres/0013_ledger_failed.sql"),
     ),
 ];
 

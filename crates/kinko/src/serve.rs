@@ -144,7 +144,8 @@ pub fn serve_with_banks(
                 Arc::clone(&links),
             )
             .with_confirmation_threshold(confirm_above_yen)
-            .with_payout_wait_hours(payout_wait_hours),
+            .with_payout_wait_hours(payout_wait_hours)
+            .with_bank_order_ttl_secs(bank_order_ttl_secs()?),
         );
         let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
         on_listening(bound);
@@ -235,6 +236,20 @@ pub fn payout_wait_hours() -> anyhow::Result<i64> {
     }
 }
 
+/// How long an order to the bank stays good (`KINKO_BANK_ORDER_TTL_S`, 1–86400, default 60):
+/// Kinko sends it only before, and the bank refuses it after (docs/BANK-PROTOCOL.md §6).
+fn bank_order_ttl_secs() -> anyhow::Result<i64> {
+    match std::env::var("KINKO_BANK_ORDER_TTL_S") {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|seconds| (1..=86_400).contains(seconds))
+            .context("KINKO_BANK_ORDER_TTL_S must be a whole number of seconds from 1 to 86400"),
+        Err(_) => Ok(kinko_money::charge::BANK_ORDER_TTL_S_DEFAULT),
+    }
+}
+
 /// Resolves charges left pending (a crash, an unreachable bank) by asking the bank by key:
 /// every `KINKO_RECONCILE_EVERY_S` (default 30) for charges older than
 /// `KINKO_RECONCILE_AFTER_S` (default 60, longer than any bank call may take).
@@ -262,7 +277,13 @@ fn spawn_reconciler(
             while !stopping.load(Ordering::SeqCst) {
                 if std::time::Instant::now() >= next {
                     match money.reconcile(after_ms) {
-                        Ok(report) if report.posted + report.voided + report.unresolved > 0 => {
+                        Ok(report)
+                            if report.posted
+                                + report.voided
+                                + report.unresolved
+                                + report.failed
+                                > 0 =>
+                        {
                             tracing::info!(?report, "reconciled pending charges");
                         }
                         Ok(_) => {}
