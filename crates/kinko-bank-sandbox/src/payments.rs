@@ -21,8 +21,9 @@ pub const REASON_INSUFFICIENT_FUNDS: &str = "insufficient_funds";
 pub const REASON_BALANCE_LIMIT: &str = "balance_limit";
 /// The order reached the bank after its `not_after_ms`: refused, and the key is spent.
 pub const REASON_ORDER_EXPIRED: &str = "order_expired";
-/// Sandbox test hook: while the file this names exists, every debit and credit waits before
-/// the bank decides it (at most [`HOLD_MAX`]), as a slow network or a busy bank would.
+/// Sandbox test hook: while the file this names exists, every debit, credit and refresh grant
+/// waits before the bank decides it (at most [`HOLD_MAX`]), as a slow network or a busy bank
+/// would.
 pub const HOLD_PAYMENTS_FILE_ENV: &str = "KINKO_SANDBOX_HOLD_PAYMENTS_FILE";
 const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 

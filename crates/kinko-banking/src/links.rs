@@ -283,6 +283,11 @@ struct CachedAccess {
     usable_until_ms: i64,
 }
 
+/// How long a process may hold a link's refresh lease: longer than a refresh call may take.
+const REFRESH_LEASE_MS: i64 = 15_000;
+/// How long a process waits for another's refresh lease before giving up for now.
+const REFRESH_LEASE_WAIT_MS: u64 = 20_000;
+
 /// The bank says an access token lives 10 minutes; use it for 8.
 const ACCESS_USE_MS: i64 = 8 * 60_000;
 
@@ -771,27 +776,21 @@ impl LinkService {
             let token = match usable {
                 Some(token) => token,
                 None => {
-                    let refresh = SecretString::from(
-                        String::from_utf8(self.open(&sealed_refresh, &associated)?)
-                            .map_err(internal)?,
+                    drop(sealed_refresh);
+                    // One refresh at a time across processes: the lease first, then the
+                    // refresh token as it stands now (another process may have rotated it).
+                    let sealed_refresh = self.take_refresh_lease(link_id)?;
+                    let refreshed = self.refresh_leased(
+                        &client,
+                        link_id,
+                        &sealed_refresh,
+                        &dpop_key,
+                        &associated,
                     );
-                    let tokens = match client.refresh(&refresh, &dpop_key, now_ms) {
-                        Ok(tokens) => tokens,
-                        Err(BankClientError::Refused { status: 400, .. }) => {
-                            // The bank ended the consent: so does Kinko.
-                            self.end_link(link_id, "revoked_by_bank", "refresh_refused")?;
-                            return Err(LinkError::LinkInactive);
-                        }
-                        Err(error) => return Err(bank_failure(error)),
-                    };
-                    let sealed =
-                        self.seal(tokens.refresh_token.expose_secret().as_bytes(), &associated)?;
-                    self.identity.database().transaction(|tx: &mut dyn Tx| {
-                        tx.execute(
-                            "UPDATE banking_links SET sealed_refresh_token = $2 WHERE id = $1",
-                            &[Value::Uuid(link_id.as_u128()), Value::Bytes(sealed.clone())],
-                        )
-                    })?;
+                    if refreshed.is_err() {
+                        self.release_refresh_lease(link_id)?;
+                    }
+                    let tokens = refreshed?;
                     *cached = Some(CachedAccess {
                         token: tokens.access_token.clone(),
                         usable_until_ms: now_ms + ACCESS_USE_MS,
@@ -808,6 +807,94 @@ impl LinkService {
             }
         }
         Err(LinkError::BankUnavailable)
+    }
+
+    /// Takes the link's refresh lease (`refresh_lease_until`, a conditional update, so one
+    /// process at a time across every instance) and answers the sealed refresh token as it
+    /// stands once the lease is held. Waits for another holder at most
+    /// [`REFRESH_LEASE_WAIT_MS`]; a lease whose holder died expires after
+    /// [`REFRESH_LEASE_MS`].
+    fn take_refresh_lease(&self, link_id: uuid::Uuid) -> Result<Vec<u8>, LinkError> {
+        let started = std::time::Instant::now();
+        loop {
+            let now_ms = self.now_ms();
+            let held = self.identity.database().transaction(|tx: &mut dyn Tx| {
+                let taken = tx.execute(
+                    "UPDATE banking_links SET refresh_lease_until = $2
+                     WHERE id = $1 AND status = 'active'
+                       AND (refresh_lease_until IS NULL OR refresh_lease_until <= $3)",
+                    &[
+                        Value::Uuid(link_id.as_u128()),
+                        now_ms.saturating_add(REFRESH_LEASE_MS).into(),
+                        now_ms.into(),
+                    ],
+                )?;
+                if taken != 1 {
+                    return Ok(None);
+                }
+                let row = tx.query_one(
+                    "SELECT sealed_refresh_token FROM banking_links WHERE id = $1",
+                    &[Value::Uuid(link_id.as_u128())],
+                )?;
+                Ok::<_, LinkError>(Some(row.opt_bytes(0)?))
+            })?;
+            match held {
+                Some(Some(sealed)) => return Ok(sealed),
+                Some(None) => {
+                    self.release_refresh_lease(link_id)?;
+                    return Err(LinkError::LinkInactive);
+                }
+                None if started.elapsed()
+                    >= std::time::Duration::from_millis(REFRESH_LEASE_WAIT_MS) =>
+                {
+                    return Err(LinkError::BankUnavailable);
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn release_refresh_lease(&self, link_id: uuid::Uuid) -> Result<(), LinkError> {
+        self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE banking_links SET refresh_lease_until = NULL WHERE id = $1",
+                &[Value::Uuid(link_id.as_u128())],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Spends the refresh token under the lease; the rotated one is stored and the lease
+    /// given back in one update.
+    fn refresh_leased(
+        &self,
+        client: &BankClient,
+        link_id: uuid::Uuid,
+        sealed_refresh: &[u8],
+        dpop_key: &SigningKey,
+        associated: &str,
+    ) -> Result<crate::client::Tokens, LinkError> {
+        let refresh = SecretString::from(
+            String::from_utf8(self.open(sealed_refresh, associated)?).map_err(internal)?,
+        );
+        let tokens = match client.refresh(&refresh, dpop_key, self.now_ms()) {
+            Ok(tokens) => tokens,
+            Err(BankClientError::Refused { status: 400, .. }) => {
+                // The bank ended the consent: so does Kinko.
+                self.end_link(link_id, "revoked_by_bank", "refresh_refused")?;
+                return Err(LinkError::LinkInactive);
+            }
+            Err(error) => return Err(bank_failure(error)),
+        };
+        let sealed = self.seal(tokens.refresh_token.expose_secret().as_bytes(), associated)?;
+        self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE banking_links SET sealed_refresh_token = $2, refresh_lease_until = NULL
+                 WHERE id = $1",
+                &[Value::Uuid(link_id.as_u128()), Value::Bytes(sealed.clone())],
+            )
+        })?;
+        Ok(tokens)
     }
 
     fn end_link(&self, link_id: uuid::Uuid, status: &str, reason: &str) -> Result<(), LinkError> {

@@ -60,6 +60,10 @@ pub const SQLITE: &[Migration] = &[
         "0013_ledger_failed",
         include_str!("../migrations/sqlite/0013_ledger_failed.sql"),
     ),
+    (
+        "0014_link_refresh_lease",
+        include_str!("../migrations/sqlite/0014_link_refresh_lease.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -114,6 +118,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0013_ledger_failed",
         include_str!("../migrations/postgres/0013_ledger_failed.sql"),
+    ),
+    (
+        "0014_link_refresh_lease",
+        include_str!("../migrations/postgres/0014_link_refresh_lease.sql"),
     ),
 ];
 

@@ -38,6 +38,7 @@ both!(
     a_debit_that_reaches_the_bank_after_its_deadline_is_refused_there,
     an_in_doubt_charge_on_an_ended_link_is_settled_past_a_bad_row,
     concurrent_requests_with_one_key_charge_once,
+    two_instances_refreshing_one_link_take_turns,
 );
 
 fn a_charge_moves_money_once(backend: &str) {
@@ -731,6 +732,80 @@ fn concurrent_requests_with_one_key_charge_once(backend: &str) {
     }
     let settled = json_of(&charge(kinko, &token, "same-key", &link_id, 2_000));
     assert_eq!(settled["status"], "posted", "{settled}");
+    assert_eq!(balance(kinko, &token)["balance_yen"], 2_000);
+    assert_eq!(
+        pair.bank.balance(&customer(0), "0001"),
+        at_bank_before - 2_000
+    );
+    kinko.assert_books_balance();
+}
+
+/// Two `kinko serve` processes on one database, neither with an access token for the link:
+/// each must refresh before charging. The bank holds both refresh grants (and the debits)
+/// until released, so both would decide at once: presenting one refresh token twice reads as
+/// theft at the bank and ends the link. With the link's refresh lease the second process
+/// waits, then refreshes with the rotated token; both charges post and the link stays active.
+fn two_instances_refreshing_one_link_take_turns(backend: &str) {
+    let hold = tempfile::NamedTempFile::new().unwrap_or_else(|error| panic!("{error}"));
+    let hold_path = hold.path().to_string_lossy().into_owned();
+    std::fs::remove_file(hold.path()).unwrap_or_else(|error| panic!("{error}"));
+    let mut pair = start_with_bank(
+        backend,
+        &[],
+        &[("KINKO_SANDBOX_HOLD_PAYMENTS_FILE", hold_path.as_str())],
+    );
+    let admin_token = pair.kinko.operator_token(&pair.admin, 0);
+    let (token, link_id) = linked(&pair, &admin_token, 0);
+    let at_bank_before = pair.bank.balance(&customer(0), "0001");
+    let issuer = pair.bank.issuer();
+    let environment = [
+        ("KINKO_BANK_SANDBOX_URL", issuer.as_str()),
+        ("KINKO_OUTGOING_FREEZE_S", "0"),
+        ("KINKO_PAYOUT_WAIT_H", "0"),
+    ];
+    // No access token cached in either process.
+    pair.kinko.restart(&environment);
+    let (mut second, second_address) =
+        support::spawn_server_with("serve", &pair.kinko.store, &environment);
+    std::fs::write(&hold_path, b"hold").unwrap_or_else(|error| panic!("{error}"));
+    let bearer = format!("Bearer {token}");
+    let answers: Vec<HttpResponse> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [pair.kinko.address.clone(), second_address.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(index, address)| {
+                let (bearer, link_id) = (bearer.clone(), link_id.clone());
+                scope.spawn(move || {
+                    let key = format!("instance-{index}");
+                    http_with(
+                        &address,
+                        "POST",
+                        "/api/v1/charges",
+                        Some(&json!({ "link_id": link_id, "amount_yen": 1_000 }).to_string()),
+                        &[
+                            ("Authorization", bearer.as_str()),
+                            ("Idempotency-Key", key.as_str()),
+                        ],
+                    )
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1_500));
+        std::fs::remove_file(&hold_path).unwrap_or_else(|error| panic!("{error}"));
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|_| panic!("charger panicked")))
+            .collect()
+    });
+    drop(second.kill());
+    drop(second.wait());
+    for answer in &answers {
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        assert_eq!(json_of(answer)["status"], "posted", "{}", answer.body);
+    }
+    let kinko = &pair.kinko;
+    let listed = bank_support::links(kinko, &token);
+    assert_eq!(listed[0]["status"], "active", "{listed:?}");
     assert_eq!(balance(kinko, &token)["balance_yen"], 2_000);
     assert_eq!(
         pair.bank.balance(&customer(0), "0001"),
