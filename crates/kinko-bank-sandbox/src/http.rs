@@ -63,6 +63,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/debits/{key}", get(debit_by_key))
         .route("/v1/credits/{key}", get(credit_by_key))
         .route("/v1/legacy/verify", post(legacy_verify))
+        .route("/v1/payments/lookup", post(payment_lookup))
         .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(BODY_LENGTH_MAX_BYTES))
         .with_state(state)
@@ -303,7 +304,11 @@ async fn token(
     let bank = Arc::clone(&state.bank);
     let outcome = blocking(move || match grant {
         Grant::Code(request) => bank.exchange_code(&request, proof.as_deref(), now_ms),
-        Grant::Refresh(request) => bank.refresh(&request, proof.as_deref(), now_ms),
+        Grant::Refresh(request) => {
+            // The sandbox's slow bank holds refresh grants too (a test hook).
+            crate::payments::hold_while_asked();
+            bank.refresh(&request, proof.as_deref(), now_ms)
+        }
     })
     .await;
     match outcome {
@@ -530,9 +535,13 @@ async fn payment(
     body: Bytes,
 ) -> Response {
     let key = idempotency_key(&headers);
-    with_grant(state, &headers, "POST", &uri, move |bank, grant, now_ms| {
+    let clock = Arc::clone(&state.clock);
+    with_grant(state, &headers, "POST", &uri, move |bank, grant, _| {
         let key = key?;
         let request: PaymentRequest = json_body(&body)?;
+        crate::payments::hold_while_asked();
+        // The deadline is judged when the bank decides, not when the request arrived.
+        let now_ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
         let answer = match kind {
             PaymentKind::Debit => bank.debit(grant, &key, &request, now_ms)?,
             PaymentKind::Credit => bank.credit(grant, &key, &request, now_ms)?,
@@ -595,6 +604,53 @@ async fn credit_by_key(
         return resource_refusal(&ResourceError::IdempotencyKeyInvalid).into_response();
     };
     payment_by_key(PaymentKind::Credit, state, headers, uri, key).await
+}
+
+/// The payment lookup form: the client's own authentication and one of its keys.
+#[derive(Deserialize)]
+struct PaymentLookupForm {
+    client_assertion_type: String,
+    client_assertion: String,
+    /// `debit` or `credit`.
+    kind: String,
+    key: String,
+}
+
+/// `POST /v1/payments/lookup` (form, `private_key_jwt`): the saved answer for a key of the
+/// client's, without a link's token (see [`Bank::payment_by_client`]).
+async fn payment_lookup(
+    State(state): State<HttpState>,
+    form: Result<Form<PaymentLookupForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return resource_refusal(&ResourceError::RequestInvalid("body")).into_response();
+    };
+    if form.client_assertion_type != crate::client_auth::ASSERTION_TYPE {
+        return refusal(
+            &OAuthError::InvalidClient(ClientAuthError::Malformed),
+            false,
+        )
+        .into_response();
+    }
+    let kind = match form.kind.as_str() {
+        "debit" => PaymentKind::Debit,
+        "credit" => PaymentKind::Credit,
+        _ => return resource_refusal(&ResourceError::RequestInvalid("kind")).into_response(),
+    };
+    let now_ms = state.now_ms();
+    let bank = Arc::clone(&state.bank);
+    let outcome =
+        blocking(move || bank.payment_by_client(&form.client_assertion, kind, &form.key, now_ms))
+            .await;
+    match outcome {
+        Ok(Ok(answer)) => match to_json(&answer) {
+            Ok(json) => (no_store(), Json(json)).into_response(),
+            Err(error) => resource_refusal(&error).into_response(),
+        },
+        Ok(Err(ResourceError::OAuth(error))) => refusal(&error, false).into_response(),
+        Ok(Err(error)) => resource_refusal(&error).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// The legacy verify form. No `Debug`: it holds the PIN until it becomes a `SecretString`.

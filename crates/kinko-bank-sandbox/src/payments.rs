@@ -19,6 +19,13 @@ pub const DESCRIPTION_LENGTH_MAX: usize = 140;
 /// Why a debit or credit was rejected.
 pub const REASON_INSUFFICIENT_FUNDS: &str = "insufficient_funds";
 pub const REASON_BALANCE_LIMIT: &str = "balance_limit";
+/// The order reached the bank after its `not_after_ms`: refused, and the key is spent.
+pub const REASON_ORDER_EXPIRED: &str = "order_expired";
+/// Sandbox test hook: while the file this names exists, every debit, credit and refresh grant
+/// waits before the bank decides it (at most [`HOLD_MAX`]), as a slow network or a busy bank
+/// would.
+pub const HOLD_PAYMENTS_FILE_ENV: &str = "KINKO_SANDBOX_HOLD_PAYMENTS_FILE";
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentKind {
@@ -48,6 +55,11 @@ impl PaymentKind {
 pub struct PaymentRequest {
     pub amount_yen: i64,
     pub description: String,
+    /// The client's deadline for this order, ms since the epoch: the bank refuses the order
+    /// if it decides it later (`order_expired`). Optional in the protocol; Kinko always sends
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -96,10 +108,24 @@ fn check_request(request: &PaymentRequest) -> Result<(), ResourceError> {
 /// What makes two requests "the same": account, amount and description. Control characters
 /// are refused, so the newline-joined form is unambiguous.
 fn request_hash(account_id: uuid::Uuid, request: &PaymentRequest) -> String {
+    let deadline = request
+        .not_after_ms
+        .map_or_else(String::new, |not_after_ms| format!("\n{not_after_ms}"));
     stored_hash(&format!(
-        "{account_id}\n{}\n{}",
+        "{account_id}\n{}\n{}{deadline}",
         request.amount_yen, request.description
     ))
+}
+
+/// The sandbox's slow bank (see [`HOLD_PAYMENTS_FILE_ENV`]); returns at once when unset.
+pub fn hold_while_asked() {
+    let Ok(path) = std::env::var(HOLD_PAYMENTS_FILE_ENV) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    while std::path::Path::new(&path).exists() && started.elapsed() < HOLD_MAX {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn result_from_row(row: &Row) -> Result<PaymentResult, kinko_ledger::StoreError> {
@@ -211,13 +237,20 @@ impl Bank {
             if let Some(answer) = replay(tx, grant, kind, key, &hash)? {
                 return Ok(answer);
             }
+            // Decided after the client's deadline: refused, and saved under the key like any
+            // answer, so the key can never move money afterwards.
+            let expired = request
+                .not_after_ms
+                .is_some_and(|not_after_ms| now_ms > not_after_ms);
             let balance_after_yen = match kind {
+                _ if expired => None,
                 PaymentKind::Debit => balance_yen
                     .checked_sub(request.amount_yen)
                     .filter(|balance| *balance >= 0),
                 PaymentKind::Credit => balance_yen.checked_add(request.amount_yen),
             };
             let (status, reason) = match (balance_after_yen, kind) {
+                _ if expired => (PaymentStatus::Rejected, Some(REASON_ORDER_EXPIRED)),
                 (Some(_), _) => (PaymentStatus::Settled, None),
                 (None, PaymentKind::Debit) => (PaymentStatus::Rejected, Some(REASON_INSUFFICIENT_FUNDS)),
                 (None, PaymentKind::Credit) => (PaymentStatus::Rejected, Some(REASON_BALANCE_LIMIT)),
@@ -299,7 +332,7 @@ impl Bank {
                     ),
                 ),
             };
-            if kind == PaymentKind::Debit || status == PaymentStatus::Settled {
+            if !expired && (kind == PaymentKind::Debit || status == PaymentStatus::Settled) {
                 store::record_notice(tx, grant.customer_id, notice_kind, &body, now_ms)?;
             }
             Ok(PaymentResult {
@@ -325,6 +358,27 @@ impl Bank {
         self.database()
             .transaction(|tx: &mut dyn Tx| saved(tx, &grant.client_id, kind, key))?
             .filter(|(_, _, account_id)| *account_id == grant.account_id)
+            .map(|(answer, _, _)| answer)
+            .ok_or(ResourceError::NotFound)
+    }
+}
+
+impl Bank {
+    /// `POST /v1/payments/lookup` (form, `private_key_jwt`): the saved answer for one of the
+    /// authenticated client's own keys, whatever became of the link or its tokens since — how
+    /// a client settles an order in doubt on a link that has ended (unlinked, revoked, reported).
+    /// Another client's key, or a key never used, is `404` alike.
+    pub fn payment_by_client(
+        &self,
+        client_assertion: &str,
+        kind: PaymentKind,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<PaymentResult, ResourceError> {
+        let client = self.authenticate_client(client_assertion, now_ms)?;
+        check_idempotency_key(key)?;
+        self.database()
+            .transaction(|tx: &mut dyn Tx| saved(tx, &client.client_id, kind, key))?
             .map(|(answer, _, _)| answer)
             .ok_or(ResourceError::NotFound)
     }

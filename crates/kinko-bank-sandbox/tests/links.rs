@@ -576,6 +576,7 @@ fn debit(fixture: &Fixture, linked: &Linked, key: &str, now_ms: i64) -> uuid::Uu
             &PaymentRequest {
                 amount_yen: 1_200,
                 description: "Kinko チャージ".to_owned(),
+                not_after_ms: None,
             },
             now_ms,
         )

@@ -691,6 +691,7 @@ fn linked_with_a_debit(server: &Server, payment_key: &str) -> (uuid::Uuid, uuid:
             &PaymentRequest {
                 amount_yen: 1_200,
                 description: "チャージ <1>".to_owned(),
+                not_after_ms: None,
             },
             now_ms(server),
         )

@@ -210,6 +210,7 @@ fn paying(amount_yen: i64, description: &str) -> PaymentRequest {
     PaymentRequest {
         amount_yen,
         description: description.to_owned(),
+        not_after_ms: None,
     }
 }
 

@@ -38,6 +38,10 @@ pub enum BankClientError {
     Malformed(&'static str),
     #[error("signing failed: {0}")]
     Signing(#[from] jws::JwsError),
+    /// The order's deadline (`not_after_ms`) passed before it was sent: it was not sent, and
+    /// the bank would refuse it anyway.
+    #[error("the order's deadline passed before it was sent")]
+    DeadlinePassed,
 }
 
 impl From<ureq::Error> for BankClientError {
@@ -448,6 +452,7 @@ impl BankClient {
             .send_json(serde_json::json!({
                 "amount_yen": order.amount_yen,
                 "description": order.description,
+                "not_after_ms": order.not_after_ms,
             }))?;
         BankPayment::from_answer(answer_json(response)?)
     }
@@ -481,6 +486,32 @@ impl BankClient {
             )
             .header("DPoP", &proof)
             .call()?;
+        match answer_json(response) {
+            Ok(answer) => Ok(Some(BankPayment::from_answer(answer)?)),
+            Err(BankClientError::Refused { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The bank's saved answer for one of Kinko's keys, asked with Kinko's own client
+    /// authentication instead of a link's token (`POST /v1/payments/lookup`): how an order in
+    /// doubt is settled once its link has ended. `None` when the bank never saw the key.
+    pub fn payment_by_client(
+        &self,
+        kind: PaymentKind,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<BankPayment>, BankClientError> {
+        let assertion = self.assertion(now_ms)?;
+        let response = self
+            .agent
+            .post(&self.endpoints.resource("/v1/payments/lookup"))
+            .send_form([
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+                ("kind", kind.as_str()),
+                ("key", key),
+            ])?;
         match answer_json(response) {
             Ok(answer) => Ok(Some(BankPayment::from_answer(answer)?)),
             Err(BankClientError::Refused { status: 404, .. }) => Ok(None),
@@ -589,6 +620,13 @@ impl PaymentKind {
             PaymentKind::Credit => "/v1/credits",
         }
     }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PaymentKind::Debit => "debit",
+            PaymentKind::Credit => "credit",
+        }
+    }
 }
 
 /// A debit or credit to ask for.
@@ -600,6 +638,11 @@ pub struct PaymentOrder<'a> {
     pub amount_yen: i64,
     /// What the customer reads on their statement and notice.
     pub description: &'a str,
+    /// The order's deadline, ms since the epoch, stored on Kinko's row before the call:
+    /// Kinko never sends the order after it, and the bank refuses it after it
+    /// (`docs/BANK-PROTOCOL.md` section 6), so once it has passed by more than a call's
+    /// timeout, a bank that never saw the key never will.
+    pub not_after_ms: i64,
 }
 
 /// The bank's answer to a debit or credit.

@@ -96,6 +96,9 @@ pub enum LinkError {
     NotFound,
     #[error("the bank link is not active")]
     LinkInactive,
+    /// A payment order's deadline passed before it could be sent: the bank never saw it.
+    #[error("the payment order's deadline passed before it was sent")]
+    DeadlinePassed,
     #[error("the bank's event is not acceptable")]
     WebhookInvalid,
     #[error("storage failed: {0}")]
@@ -137,6 +140,7 @@ impl ErrorCode for LinkError {
             LinkError::Input(_) => "BANK_LINK_INPUT_INVALID",
             LinkError::NotFound => "BANK_LINK_NOT_FOUND",
             LinkError::LinkInactive => "BANK_LINK_INACTIVE",
+            LinkError::DeadlinePassed => "BANK_ORDER_DEADLINE_PASSED",
             LinkError::WebhookInvalid => "BANK_WEBHOOK_INVALID",
             LinkError::Store(_) | LinkError::Internal(_) => "INTERNAL",
         }
@@ -149,7 +153,7 @@ impl ErrorCode for LinkError {
             | LinkError::LegacyDisabled
             | LinkError::LegacyBlocked => ErrorKind::Forbidden,
             LinkError::BankUnknown | LinkError::NotFound => ErrorKind::NotFound,
-            LinkError::BankUnavailable => ErrorKind::Unavailable,
+            LinkError::BankUnavailable | LinkError::DeadlinePassed => ErrorKind::Unavailable,
             LinkError::LinkFailed | LinkError::Input(_) | LinkError::WebhookInvalid => {
                 ErrorKind::InvalidInput
             }
@@ -279,6 +283,11 @@ struct CachedAccess {
     usable_until_ms: i64,
 }
 
+/// How long a process may hold a link's refresh lease: longer than a refresh call may take.
+const REFRESH_LEASE_MS: i64 = 15_000;
+/// How long a process waits for another's refresh lease before giving up for now.
+const REFRESH_LEASE_WAIT_MS: u64 = 20_000;
+
 /// The bank says an access token lives 10 minutes; use it for 8.
 const ACCESS_USE_MS: i64 = 8 * 60_000;
 
@@ -299,6 +308,7 @@ fn bank_failure_kept(error: BankClientError) -> LinkError {
     tracing::warn!(error = %error, "bank payment call failed");
     match error {
         BankClientError::Transport(_) => LinkError::BankUnavailable,
+        BankClientError::DeadlinePassed => LinkError::DeadlinePassed,
         BankClientError::Refused {
             status: 401 | 403, ..
         } => LinkError::LinkInactive,
@@ -332,6 +342,18 @@ fn audit(
 
 const LINK_COLUMNS: &str =
     "id, bank_code, account_label, method, status, created_at, ended_at, user_id, end_reason";
+
+/// What a link's owner is told of its state. A link made by the legacy PIN method verified
+/// the holder but holds no token to move money with: it is never shown as `active` (every
+/// charge on it would fail), but as `verified`.
+const STATUS_VERIFIED: &str = "verified";
+
+fn shown(mut view: LinkView) -> LinkView {
+    if view.method == "legacy" && view.status == "active" {
+        STATUS_VERIFIED.clone_into(&mut view.status);
+    }
+    view
+}
 
 fn link_from(row: &Row) -> Result<LinkView, StoreError> {
     Ok(LinkView {
@@ -754,27 +776,21 @@ impl LinkService {
             let token = match usable {
                 Some(token) => token,
                 None => {
-                    let refresh = SecretString::from(
-                        String::from_utf8(self.open(&sealed_refresh, &associated)?)
-                            .map_err(internal)?,
+                    drop(sealed_refresh);
+                    // One refresh at a time across processes: the lease first, then the
+                    // refresh token as it stands now (another process may have rotated it).
+                    let sealed_refresh = self.take_refresh_lease(link_id)?;
+                    let refreshed = self.refresh_leased(
+                        &client,
+                        link_id,
+                        &sealed_refresh,
+                        &dpop_key,
+                        &associated,
                     );
-                    let tokens = match client.refresh(&refresh, &dpop_key, now_ms) {
-                        Ok(tokens) => tokens,
-                        Err(BankClientError::Refused { status: 400, .. }) => {
-                            // The bank ended the consent: so does Kinko.
-                            self.end_link(link_id, "revoked_by_bank", "refresh_refused")?;
-                            return Err(LinkError::LinkInactive);
-                        }
-                        Err(error) => return Err(bank_failure(error)),
-                    };
-                    let sealed =
-                        self.seal(tokens.refresh_token.expose_secret().as_bytes(), &associated)?;
-                    self.identity.database().transaction(|tx: &mut dyn Tx| {
-                        tx.execute(
-                            "UPDATE banking_links SET sealed_refresh_token = $2 WHERE id = $1",
-                            &[Value::Uuid(link_id.as_u128()), Value::Bytes(sealed.clone())],
-                        )
-                    })?;
+                    if refreshed.is_err() {
+                        self.release_refresh_lease(link_id)?;
+                    }
+                    let tokens = refreshed?;
                     *cached = Some(CachedAccess {
                         token: tokens.access_token.clone(),
                         usable_until_ms: now_ms + ACCESS_USE_MS,
@@ -791,6 +807,94 @@ impl LinkService {
             }
         }
         Err(LinkError::BankUnavailable)
+    }
+
+    /// Takes the link's refresh lease (`refresh_lease_until`, a conditional update, so one
+    /// process at a time across every instance) and answers the sealed refresh token as it
+    /// stands once the lease is held. Waits for another holder at most
+    /// [`REFRESH_LEASE_WAIT_MS`]; a lease whose holder died expires after
+    /// [`REFRESH_LEASE_MS`].
+    fn take_refresh_lease(&self, link_id: uuid::Uuid) -> Result<Vec<u8>, LinkError> {
+        let started = std::time::Instant::now();
+        loop {
+            let now_ms = self.now_ms();
+            let held = self.identity.database().transaction(|tx: &mut dyn Tx| {
+                let taken = tx.execute(
+                    "UPDATE banking_links SET refresh_lease_until = $2
+                     WHERE id = $1 AND status = 'active'
+                       AND (refresh_lease_until IS NULL OR refresh_lease_until <= $3)",
+                    &[
+                        Value::Uuid(link_id.as_u128()),
+                        now_ms.saturating_add(REFRESH_LEASE_MS).into(),
+                        now_ms.into(),
+                    ],
+                )?;
+                if taken != 1 {
+                    return Ok(None);
+                }
+                let row = tx.query_one(
+                    "SELECT sealed_refresh_token FROM banking_links WHERE id = $1",
+                    &[Value::Uuid(link_id.as_u128())],
+                )?;
+                Ok::<_, LinkError>(Some(row.opt_bytes(0)?))
+            })?;
+            match held {
+                Some(Some(sealed)) => return Ok(sealed),
+                Some(None) => {
+                    self.release_refresh_lease(link_id)?;
+                    return Err(LinkError::LinkInactive);
+                }
+                None if started.elapsed()
+                    >= std::time::Duration::from_millis(REFRESH_LEASE_WAIT_MS) =>
+                {
+                    return Err(LinkError::BankUnavailable);
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn release_refresh_lease(&self, link_id: uuid::Uuid) -> Result<(), LinkError> {
+        self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE banking_links SET refresh_lease_until = NULL WHERE id = $1",
+                &[Value::Uuid(link_id.as_u128())],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Spends the refresh token under the lease; the rotated one is stored and the lease
+    /// given back in one update.
+    fn refresh_leased(
+        &self,
+        client: &BankClient,
+        link_id: uuid::Uuid,
+        sealed_refresh: &[u8],
+        dpop_key: &SigningKey,
+        associated: &str,
+    ) -> Result<crate::client::Tokens, LinkError> {
+        let refresh = SecretString::from(
+            String::from_utf8(self.open(sealed_refresh, associated)?).map_err(internal)?,
+        );
+        let tokens = match client.refresh(&refresh, dpop_key, self.now_ms()) {
+            Ok(tokens) => tokens,
+            Err(BankClientError::Refused { status: 400, .. }) => {
+                // The bank ended the consent: so does Kinko.
+                self.end_link(link_id, "revoked_by_bank", "refresh_refused")?;
+                return Err(LinkError::LinkInactive);
+            }
+            Err(error) => return Err(bank_failure(error)),
+        };
+        let sealed = self.seal(tokens.refresh_token.expose_secret().as_bytes(), associated)?;
+        self.identity.database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "UPDATE banking_links SET sealed_refresh_token = $2, refresh_lease_until = NULL
+                 WHERE id = $1",
+                &[Value::Uuid(link_id.as_u128()), Value::Bytes(sealed.clone())],
+            )
+        })?;
+        Ok(tokens)
     }
 
     fn end_link(&self, link_id: uuid::Uuid, status: &str, reason: &str) -> Result<(), LinkError> {
@@ -827,7 +931,12 @@ impl LinkService {
         link_id: uuid::Uuid,
         order: &PaymentOrder<'_>,
     ) -> Result<BankPayment, LinkError> {
-        self.with_access(user_id, link_id, |client, token, dpop_key, now_ms| {
+        self.with_access(user_id, link_id, |client, token, dpop_key, _| {
+            // Read the clock again: a token refresh may have taken a call's time already.
+            let now_ms = self.now_ms();
+            if now_ms >= order.not_after_ms {
+                return Err(BankClientError::DeadlinePassed);
+            }
             client.payment(order, token, dpop_key, now_ms)
         })
     }
@@ -845,6 +954,24 @@ impl LinkService {
         })
     }
 
+    /// The bank's saved answer for `key` at `bank_code`, asked with Kinko's client
+    /// authentication: needs no live link, so it settles orders on ended links too. `None` if
+    /// the bank never saw the key.
+    pub fn bank_payment_lookup(
+        &self,
+        bank_code: &str,
+        kind: PaymentKind,
+        key: &str,
+    ) -> Result<Option<BankPayment>, LinkError> {
+        let client = self
+            .banks
+            .for_bank(bank_code)
+            .ok_or(LinkError::BankUnavailable)?;
+        client
+            .payment_by_client(kind, key, self.now_ms())
+            .map_err(bank_failure_kept)
+    }
+
     /// The wallet's links, newest first.
     pub fn list_links(&self, session: &SessionInfo) -> Result<Vec<LinkView>, LinkError> {
         let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
@@ -856,7 +983,10 @@ impl LinkService {
                 &[Value::Uuid(session.user_id)],
             )
         })?;
-        Ok(rows.iter().map(link_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|row| link_from(row).map(shown))
+            .collect::<Result<_, _>>()?)
     }
 
     /// The user ends one of their links; the bank is told (the consent ends there too).
@@ -1301,7 +1431,7 @@ impl LinkService {
                 bank_code: code.as_str().to_owned(),
                 account_label: label.clone(),
                 method: "legacy".to_owned(),
-                status: "active".to_owned(),
+                status: STATUS_VERIFIED.to_owned(),
                 created_at_ms: now_ms,
                 ended_at_ms: None,
             }))

@@ -49,6 +49,8 @@ pub struct BatchInput {
     pub pending_states: Vec<(TransferId, PendingState)>,
     /// Open pending transfers whose timeout has passed: expired before the batch runs.
     pub expired: Vec<Transfer>,
+    /// Ids among the batch's that failed before for a transient reason.
+    pub failed: Vec<TransferId>,
 }
 
 /// Every id a batch needs loaded before it can be judged.
@@ -112,6 +114,8 @@ pub struct BatchRun<'cache> {
     accounts: &'cache mut HashMap<AccountId, Account>,
     transfers: HashMap<TransferId, Transfer>,
     pending_states: HashMap<TransferId, PendingState>,
+    /// Ids that failed for a transient reason, before or in this batch: never to post.
+    failed: HashSet<TransferId>,
     /// Accounts changed by the batch, with repeats; deduplicated at the end.
     touched: Vec<AccountId>,
     undo: Vec<Undo>,
@@ -137,6 +141,7 @@ impl<'cache> BatchRun<'cache> {
                 .map(|transfer| (transfer.id, transfer))
                 .collect(),
             pending_states: input.pending_states.into_iter().collect(),
+            failed: input.failed.into_iter().collect(),
             touched: Vec::new(),
             undo: Vec::new(),
             recording_undo: false,
@@ -407,8 +412,19 @@ impl<'cache> BatchRun<'cache> {
                 linked_event_failed: CreateTransferResult::LinkedEventFailed,
                 linked_event_chain_open: CreateTransferResult::LinkedEventChainOpen,
             },
-            Self::create_transfer,
+            Self::create_transfer_once,
         )
+    }
+
+    /// Judges one transfer and remembers its id if it failed for a transient reason, so the
+    /// id never posts later (not even in this batch). The record survives a failed chain's
+    /// roll-back: the event did fail.
+    fn create_transfer_once(&mut self, event: &TransferRequest) -> CreateTransferResult {
+        let result = self.create_transfer(event);
+        if result.is_transient() && self.failed.insert(event.id) {
+            self.writes.transfers_failed.push((event.id, result));
+        }
+        result
     }
 
     fn create_transfer(&mut self, event: &TransferRequest) -> CreateTransferResult {
@@ -465,6 +481,9 @@ impl<'cache> BatchRun<'cache> {
         }
         if let Some(existing) = self.transfers.get(&event.id) {
             return exists_result(event, existing);
+        }
+        if self.failed.contains(&event.id) {
+            return R::IdAlreadyFailed;
         }
         let Some(debit_account) = self.accounts.get(&debit_account_id).copied() else {
             return R::DebitAccountNotFound;
@@ -565,6 +584,9 @@ impl<'cache> BatchRun<'cache> {
         }
         if let Some(existing) = self.transfers.get(&event.id) {
             return exists_result(event, existing);
+        }
+        if self.failed.contains(&event.id) {
+            return R::IdAlreadyFailed;
         }
         let Some(pending) = self.transfers.get(&pending_id).copied() else {
             return R::PendingTransferNotFound;

@@ -2,7 +2,9 @@
 //! PostgreSQL. The writer owns one [`LedgerStore`]; readers share a [`LedgerReader`].
 
 use crate::invariants::InvariantReport;
-use crate::types::{Account, AccountId, PendingState, Transfer, TransferId, TransferLinks};
+use crate::types::{
+    Account, AccountId, CreateTransferResult, PendingState, Transfer, TransferId, TransferLinks,
+};
 
 /// A storage failure. The batch it happened in is rolled back whole.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,9 @@ pub struct WriteSet {
     /// New pending transfers with their expiry, and state changes of existing ones.
     pub pending_inserted: Vec<(TransferId, Option<u64>)>,
     pub pending_resolved: Vec<(TransferId, PendingState)>,
+    /// Ids of transfers refused for a transient reason, with that reason and the batch's
+    /// time: they can never post afterwards (`id_already_failed`).
+    pub transfers_failed: Vec<(TransferId, CreateTransferResult)>,
     /// The timestamp of the batch's last event.
     pub timestamp_last: u64,
 }
@@ -51,6 +56,7 @@ impl WriteSet {
             && self.accounts_updated.is_empty()
             && self.transfers_created.is_empty()
             && self.pending_resolved.is_empty()
+            && self.transfers_failed.is_empty()
     }
 }
 
@@ -70,6 +76,12 @@ pub trait LedgerStore: Send + 'static {
         &mut self,
         ids: &[TransferId],
         into: &mut Vec<Transfer>,
+    ) -> Result<(), StoreError>;
+    /// Which of `ids` failed before for a transient reason (`ledger_failed_transfers`).
+    fn load_failed_transfers(
+        &mut self,
+        ids: &[TransferId],
+        into: &mut Vec<TransferId>,
     ) -> Result<(), StoreError>;
     fn load_pending_states(
         &mut self,

@@ -336,8 +336,36 @@ results!(
         OverflowsTimeout => "overflows_timeout",
         ExceedsCredits => "exceeds_credits",
         ExceedsDebits => "exceeds_debits",
+        /// A transfer with this id failed before for a reason that could pass later
+        /// (see [`CreateTransferResult::is_transient`]): the id can never post.
+        IdAlreadyFailed => "id_already_failed",
     }
 );
+
+impl CreateTransferResult {
+    /// A failure that depends on the ledger's state at the moment, not on the event alone: the
+    /// same event could pass later (after a top-up, once an account exists…). The ledger
+    /// records the id of such a failure, and the id answers `id_already_failed` for ever after
+    /// (TigerBeetle's semantics), so a replay can never post what its first attempt was refused.
+    pub fn is_transient(self) -> bool {
+        use CreateTransferResult as R;
+        matches!(
+            self,
+            R::DebitAccountNotFound
+                | R::CreditAccountNotFound
+                | R::PendingTransferNotFound
+                | R::ExceedsCredits
+                | R::ExceedsDebits
+                | R::OverflowsDebitsPending
+                | R::OverflowsCreditsPending
+                | R::OverflowsDebitsPosted
+                | R::OverflowsCreditsPosted
+                | R::OverflowsDebits
+                | R::OverflowsCredits
+                | R::OverflowsTimeout
+        )
+    }
+}
 
 impl kinko_core::ErrorCode for CreateTransferResult {
     fn code(&self) -> &'static str {
@@ -346,6 +374,7 @@ impl kinko_core::ErrorCode for CreateTransferResult {
             R::Ok => "LEDGER_OK",
             R::ExceedsCredits => "LEDGER_INSUFFICIENT_FUNDS",
             R::ExceedsDebits => "LEDGER_EXCEEDS_DEBITS",
+            R::IdAlreadyFailed => "LEDGER_ID_ALREADY_FAILED",
             R::DebitAccountNotFound | R::CreditAccountNotFound => "LEDGER_ACCOUNT_NOT_FOUND",
             R::AccountsMustHaveTheSameLedger | R::TransferMustHaveTheSameLedgerAsAccounts => {
                 "LEDGER_CURRENCY_MISMATCH"
@@ -380,6 +409,7 @@ impl kinko_core::ErrorCode for CreateTransferResult {
             }
             R::ExceedsCredits
             | R::ExceedsDebits
+            | R::IdAlreadyFailed
             | R::PendingTransferAlreadyPosted
             | R::PendingTransferAlreadyVoided
             | R::PendingTransferExpired

@@ -430,6 +430,8 @@ impl Writer {
 
         self.store
             .load_transfers(&keys.transfer_ids, &mut input.transfers)?;
+        self.store
+            .load_failed_transfers(&keys.transfer_ids, &mut input.failed)?;
 
         add_elapsed(&self.stats.load_ns, load_started);
 

@@ -102,9 +102,13 @@ pub fn move_once(
     );
     match ledger.create_transfers_blocking(vec![request])?.first() {
         Some(CreateTransferResult::Ok | CreateTransferResult::Exists) => Ok(Moved::Posted),
-        Some(CreateTransferResult::ExceedsCredits | CreateTransferResult::DebitAccountNotFound) => {
-            Ok(Moved::InsufficientFunds)
-        }
+        // `id_already_failed`: this id was refused before for one of these (the only transient
+        // refusals a move between open accounts meets), and it never posts afterwards.
+        Some(
+            CreateTransferResult::ExceedsCredits
+            | CreateTransferResult::DebitAccountNotFound
+            | CreateTransferResult::IdAlreadyFailed,
+        ) => Ok(Moved::InsufficientFunds),
         Some(other) => Err(AccountsError::TransferRefused(*other)),
         None => Err(AccountsError::Id),
     }

@@ -55,7 +55,7 @@ impl Direction {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "charge" => Some(Direction::Charge),
             "withdrawal" => Some(Direction::Withdrawal),
@@ -63,7 +63,7 @@ impl Direction {
         }
     }
 
-    fn bank_kind(self) -> PaymentKind {
+    pub(crate) fn bank_kind(self) -> PaymentKind {
         match self {
             Direction::Charge => PaymentKind::Debit,
             Direction::Withdrawal => PaymentKind::Credit,
@@ -81,7 +81,7 @@ impl Direction {
 
 /// Whether the pending transfer could be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reserved {
+pub(crate) enum Reserved {
     Yes,
     /// A withdrawal the wallet's balance does not cover.
     InsufficientFunds,
@@ -104,7 +104,7 @@ pub struct Charge {
 
 /// How a charge ended at the bank.
 #[derive(Debug, Clone, Copy)]
-enum Outcome<'a> {
+pub(crate) enum Outcome<'a> {
     Settled,
     /// The bank said no (`insufficient_funds`…).
     Rejected(&'a str),
@@ -112,14 +112,19 @@ enum Outcome<'a> {
     Voided(&'a str),
 }
 
-/// What the reconciler did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ReconcileReport {
-    pub posted: u64,
-    pub voided: u64,
-    /// Still pending: the bank could not be asked (unreachable, or the link ended).
-    pub unresolved: u64,
-}
+pub use crate::reconcile::ReconcileReport;
+
+/// How long a charge's or withdrawal's order to the bank stays good by default
+/// (`KINKO_BANK_ORDER_TTL_S`): its deadline (`bank_not_after` on the row, `not_after_ms` at the
+/// bank) is the row's creation plus this. Long enough for a ledger queue, a token refresh and
+/// the call itself (10 s each at worst).
+pub const BANK_ORDER_TTL_S_DEFAULT: i64 = 60;
+/// The bank enforces the deadline by its own clock; Kinko allows it to run this far behind.
+pub const BANK_CLOCK_SKEW_MAX_MS: i64 = 30_000;
+/// The reconciler concludes "the bank never saw it" from a 404 only once the deadline has
+/// passed by more than a call's timeout plus the clock skew allowed: no order of this key can
+/// still be on its way or being decided by then.
+pub const BANK_ANSWER_MARGIN_MS: i64 = 10_000 + BANK_CLOCK_SKEW_MAX_MS;
 
 pub struct MoneyService {
     ledger: Arc<Ledger>,
@@ -136,13 +141,17 @@ pub struct MoneyService {
     credit_solo_yen: i64,
     /// Rules that score P2P transfers and withdrawals (`risk.rs`); none: not scored.
     pub(crate) risk: Option<Arc<crate::risk::RiskGate>>,
+    /// How long an order to the bank stays good (see [`BANK_ORDER_TTL_S_DEFAULT`]).
+    bank_order_ttl_ms: i64,
+    /// Where each reconciler's sweep over pending rows stopped.
+    pub(crate) sweeps: crate::reconcile::Sweeps,
 }
 
 /// A new link receives no withdrawal for this long (THREATS 21, ⟨72 h⟩): whoever took over a
 /// wallet and linked an account cannot empty it before the holder hears of the link.
 pub const PAYOUT_WAIT_HOURS_DEFAULT: i64 = 72;
 
-fn internal(error: impl std::fmt::Display) -> MoneyError {
+pub(crate) fn internal(error: impl std::fmt::Display) -> MoneyError {
     MoneyError::Internal(error.to_string())
 }
 
@@ -163,7 +172,7 @@ pub fn japan_day_and_month_start(now_ms: i64) -> (i64, i64) {
     (ms(day), ms(month))
 }
 
-fn charge_from(row: &Row) -> Result<Charge, kinko_ledger::StoreError> {
+pub(crate) fn charge_from(row: &Row) -> Result<Charge, kinko_ledger::StoreError> {
     Ok(Charge {
         id: uuid::Uuid::from_u128(row.uuid(0)?),
         direction: row.text(9)?,
@@ -176,8 +185,8 @@ fn charge_from(row: &Row) -> Result<Charge, kinko_ledger::StoreError> {
     })
 }
 
-const CHARGE_COLUMNS: &str = "id, link_id, bank_code, amount_yen, status, reason, created_at, \
-     user_id, request_hash, direction";
+pub(crate) const CHARGE_COLUMNS: &str = "id, link_id, bank_code, amount_yen, status, reason, created_at, \
+     user_id, request_hash, direction, bank_not_after";
 
 fn sum(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, kinko_ledger::StoreError> {
     Ok(tx.query_one(sql, params)?.opt_int(0)?.unwrap_or(0))
@@ -199,6 +208,8 @@ impl MoneyService {
             payout_wait_ms: PAYOUT_WAIT_HOURS_DEFAULT * HOUR_MS,
             credit_solo_yen: crate::credits::CREDIT_SOLO_YEN_DEFAULT,
             risk: None,
+            bank_order_ttl_ms: BANK_ORDER_TTL_S_DEFAULT * 1_000,
+            sweeps: crate::reconcile::Sweeps::default(),
         }
     }
 
@@ -211,6 +222,13 @@ impl MoneyService {
 
     pub(crate) fn credit_solo_yen(&self) -> i64 {
         self.credit_solo_yen
+    }
+
+    /// An order to the bank is sent only within `seconds` of its row's creation and refused
+    /// by the bank after that (at least 1 s, at most a day).
+    pub fn with_bank_order_ttl_secs(mut self, seconds: i64) -> Self {
+        self.bank_order_ttl_ms = seconds.clamp(1, 86_400) * 1_000;
+        self
     }
 
     /// A new link receives withdrawals only `hours` after it was made (0: at once).
@@ -233,6 +251,10 @@ impl MoneyService {
         &self.pay_code_key
     }
 
+    pub(crate) fn links(&self) -> &Arc<LinkService> {
+        &self.links
+    }
+
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
     }
@@ -241,7 +263,7 @@ impl MoneyService {
         self.identity.database()
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         i64::try_from(self.identity.clock().now_ms()).unwrap_or(i64::MAX)
     }
 
@@ -319,8 +341,19 @@ impl MoneyService {
             ))
         );
         let now_ms = self.now_ms();
+        let not_after_ms = now_ms.saturating_add(self.bank_order_ttl_ms);
         let charge_id = uuid::Uuid::now_v7();
         let outcome = self.identity.database().transaction(|tx: &mut dyn Tx| {
+            // The user's row lock orders every charge of this wallet, and every request under
+            // one key: the second of two concurrent requests with a key finds the first's row
+            // below (the saved answer), never a unique-index violation.
+            tx.query_opt(
+                &format!(
+                    "SELECT id FROM identity_users WHERE id = $1{}",
+                    tx.for_update()
+                ),
+                &[Value::Uuid(user_id)],
+            )?;
             if let Some(existing) = tx.query_opt(
                 &format!(
                     "SELECT {CHARGE_COLUMNS} FROM money_bank_transfers
@@ -333,18 +366,11 @@ impl MoneyService {
                 }
                 return Ok(Err(charge_from(&existing)?));
             }
-            // The user's row lock orders every charge of this wallet; the link's, of this link.
-            tx.query_opt(
-                &format!(
-                    "SELECT id FROM identity_users WHERE id = $1{}",
-                    tx.for_update()
-                ),
-                &[Value::Uuid(user_id)],
-            )?;
+            // The link's row lock orders every charge of this link.
             let link = tx
                 .query_opt(
                     &format!(
-                        "SELECT bank_code, status, created_at FROM banking_links
+                        "SELECT bank_code, status, created_at, method FROM banking_links
                          WHERE id = $1 AND user_id = $2{}",
                         tx.for_update()
                     ),
@@ -352,7 +378,9 @@ impl MoneyService {
                 )?
                 .ok_or(MoneyError::LinkNotFound)?;
             let bank_code = link.text(0)?;
-            if link.text(1)? != "active" {
+            // Only a link with the bank's consent moves money; a PIN-method link verified the
+            // holder and nothing more (it is shown as `verified`): refused before any row.
+            if link.text(1)? != "active" || link.text(3)? != "oauth" {
                 return Err(MoneyError::LinkInactive);
             }
             let linked_at_ms = link.int(2)?;
@@ -432,8 +460,8 @@ impl MoneyService {
             }
             tx.execute(
                 "INSERT INTO money_bank_transfers (id, user_id, link_id, bank_code, amount_yen,
-                 idempotency_key, request_hash, status, created_at, direction)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+                 idempotency_key, request_hash, status, created_at, direction, bank_not_after)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10)",
                 &[
                     Value::Uuid(charge_id.as_u128()),
                     Value::Uuid(user_id),
@@ -444,6 +472,7 @@ impl MoneyService {
                     request_hash.as_str().into(),
                     now_ms.into(),
                     direction.as_str().into(),
+                    not_after_ms.into(),
                 ],
             )?;
             let counterparty = counterparty_label(tx, request.link_id)?;
@@ -475,14 +504,26 @@ impl MoneyService {
             // The same request again: its charge, as it stands (the saved answer).
             Err(existing) => return Ok(existing),
         };
-        self.drive(user_id, charge)
+        self.drive(user_id, charge, not_after_ms)
     }
 
     /// Steps 3–5 for a charge whose row exists: pending transfer, bank debit, post or void.
-    fn drive(&self, user_id: u128, mut charge: Charge) -> Result<Charge, MoneyError> {
+    /// Only the request that wrote the row drives it, once: nothing else ever sends its order,
+    /// and never after `not_after_ms`.
+    fn drive(
+        &self,
+        user_id: u128,
+        mut charge: Charge,
+        not_after_ms: i64,
+    ) -> Result<Charge, MoneyError> {
         let direction = Direction::parse(&charge.direction).ok_or_else(|| internal("direction"))?;
         if self.reserve(user_id, &charge, direction)? == Reserved::InsufficientFunds {
             self.record(&mut charge, "rejected", Some("insufficient_funds"))?;
+            return Ok(charge);
+        }
+        if self.now_ms() >= not_after_ms {
+            // Too late to send: the bank never saw this order and never will.
+            self.resolve(&mut charge, Outcome::Voided("bank_deadline_passed"))?;
             return Ok(charge);
         }
         let key = charge.id.to_string();
@@ -494,6 +535,7 @@ impl MoneyService {
                 key: &key,
                 amount_yen: charge.amount_yen,
                 description: direction.description(),
+                not_after_ms,
             },
         );
         crate::charge::failpoint("charge_after_bank_debit");
@@ -512,6 +554,9 @@ impl MoneyService {
             Err(LinkError::LinkInactive | LinkError::NotFound) => {
                 self.resolve(&mut charge, Outcome::Voided("link_inactive"))?;
             }
+            Err(LinkError::DeadlinePassed) => {
+                self.resolve(&mut charge, Outcome::Voided("bank_deadline_passed"))?;
+            }
             Err(error) => return Err(internal(error)),
         }
         Ok(charge)
@@ -519,7 +564,7 @@ impl MoneyService {
 
     /// The pending ledger transfer (id = the row's): settlement → wallet for a charge, wallet
     /// → settlement for a withdrawal (which the wallet's balance must cover). Idempotent.
-    fn reserve(
+    pub(crate) fn reserve(
         &self,
         user_id: u128,
         charge: &Charge,
@@ -549,21 +594,27 @@ impl MoneyService {
         let results = self.ledger.create_transfers_blocking(vec![pending])?;
         match results.first() {
             Some(CreateTransferResult::Ok | CreateTransferResult::Exists) => Ok(Reserved::Yes),
-            Some(CreateTransferResult::ExceedsCredits) => Ok(Reserved::InsufficientFunds),
+            // A reservation refused once stays refused (`id_already_failed`), whatever the
+            // balance is by the time the same charge is driven again.
+            Some(CreateTransferResult::ExceedsCredits | CreateTransferResult::IdAlreadyFailed) => {
+                Ok(Reserved::InsufficientFunds)
+            }
             other => Err(internal(format!("pending transfer refused: {other:?}"))),
         }
     }
 
-    /// Records a final status on the row and its movement (only while it is pending).
-    fn record(
+    /// Records a final status on the row and its movement, only while the row is pending:
+    /// whoever finished it first (the request or the reconciler) decides, and `charge` then
+    /// carries what the row says, so the answer, the row and the history always agree.
+    pub(crate) fn record(
         &self,
         charge: &mut Charge,
         status: &str,
         reason: Option<&str>,
     ) -> Result<(), MoneyError> {
         let now_ms = self.now_ms();
-        self.identity.database().transaction(|tx: &mut dyn Tx| {
-            tx.execute(
+        let stored = self.identity.database().transaction(|tx: &mut dyn Tx| {
+            let changed = tx.execute(
                 "UPDATE money_bank_transfers SET status = $2, reason = $3, resolved_at = $4
                  WHERE id = $1 AND status = 'pending'",
                 &[
@@ -573,23 +624,43 @@ impl MoneyService {
                     now_ms.into(),
                 ],
             )?;
-            tx.execute(
-                "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
-                &[
-                    Value::Uuid(charge.id.as_u128()),
-                    status.into(),
-                    now_ms.into(),
-                ],
-            )
+            if changed == 1 {
+                tx.execute(
+                    "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
+                    &[
+                        Value::Uuid(charge.id.as_u128()),
+                        status.into(),
+                        now_ms.into(),
+                    ],
+                )?;
+                return Ok(None);
+            }
+            let row = tx.query_one(
+                "SELECT status, reason FROM money_bank_transfers WHERE id = $1",
+                &[Value::Uuid(charge.id.as_u128())],
+            )?;
+            Ok::<_, MoneyError>(Some((row.text(0)?, row.opt_text(1)?)))
         })?;
-        charge.status = status.to_owned();
-        charge.reason = reason.map(str::to_owned);
+        match stored {
+            None => {
+                charge.status = status.to_owned();
+                charge.reason = reason.map(str::to_owned);
+            }
+            Some((stored_status, stored_reason)) => {
+                charge.status = stored_status;
+                charge.reason = stored_reason;
+            }
+        }
         Ok(())
     }
 
     /// Posts or voids the pending transfer and records the outcome on the charge and its
     /// movement. Idempotent: a resolved charge stays as it is.
-    fn resolve(&self, charge: &mut Charge, outcome: Outcome<'_>) -> Result<(), MoneyError> {
+    pub(crate) fn resolve(
+        &self,
+        charge: &mut Charge,
+        outcome: Outcome<'_>,
+    ) -> Result<(), MoneyError> {
         let (settled, reason) = match outcome {
             Outcome::Settled => (true, None),
             Outcome::Rejected(reason) | Outcome::Voided(reason) => (false, Some(reason)),
@@ -661,61 +732,6 @@ impl MoneyService {
             )
         })?;
         Ok(row.as_ref().map(charge_from).transpose()?)
-    }
-
-    /// Resolves every charge pending for longer than `older_than_ms` by asking the bank for
-    /// the debit under the charge's key: settled → post, rejected or never seen → void.
-    pub fn reconcile(&self, older_than_ms: i64) -> Result<ReconcileReport, MoneyError> {
-        let cutoff = self.now_ms() - older_than_ms;
-        let rows = self.identity.database().transaction(|tx: &mut dyn Tx| {
-            tx.query(
-                &format!(
-                    "SELECT {CHARGE_COLUMNS} FROM money_bank_transfers
-                     WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at LIMIT 1000"
-                ),
-                &[cutoff.into()],
-            )
-        })?;
-        let mut report = ReconcileReport::default();
-        for row in &rows {
-            let mut charge = charge_from(row)?;
-            let user_id = row.uuid(7)?;
-            let direction =
-                Direction::parse(&charge.direction).ok_or_else(|| internal("direction"))?;
-            // The pending transfer may be missing if the crash came before it: make sure it is
-            // there, so a post or void has something to resolve.
-            if self.reserve(user_id, &charge, direction)? == Reserved::InsufficientFunds {
-                self.record(&mut charge, "rejected", Some("insufficient_funds"))?;
-                report.voided += 1;
-                continue;
-            }
-            let asked = self.links.bank_payment_status(
-                user_id,
-                charge.link_id,
-                direction.bank_kind(),
-                &charge.id.to_string(),
-            );
-            match asked {
-                Ok(Some(payment)) if payment.settled => {
-                    self.resolve(&mut charge, Outcome::Settled)?;
-                    report.posted += 1;
-                }
-                Ok(Some(payment)) => {
-                    let reason = payment.reason.as_deref().unwrap_or("rejected_by_bank");
-                    self.resolve(&mut charge, Outcome::Rejected(reason))?;
-                    report.voided += 1;
-                }
-                Ok(None) => {
-                    self.resolve(&mut charge, Outcome::Voided("not_at_bank"))?;
-                    report.voided += 1;
-                }
-                Err(error) => {
-                    tracing::warn!(charge = %charge.id, error = %error, "cannot reconcile a charge yet");
-                    report.unresolved += 1;
-                }
-            }
-        }
-        Ok(report)
     }
 }
 

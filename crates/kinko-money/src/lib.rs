@@ -23,6 +23,7 @@ pub mod error;
 pub mod history;
 pub mod merchants;
 pub mod payments;
+pub mod reconcile;
 mod risk;
 pub mod transfers;
 

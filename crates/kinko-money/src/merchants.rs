@@ -127,8 +127,13 @@ pub fn create(
     new: &NewMerchant,
     reason: &str,
 ) -> Result<Merchant, MoneyError> {
-    operator.require(Permission::ManageMerchants)?;
-    require_reason(reason)?;
+    let merchant = validated(new, now_ms)?;
+    insert(tx, now_ms, operator, &merchant, reason)?;
+    Ok(merchant)
+}
+
+/// The merchant `new` describes, with a fresh id, if its details make a valid JPQR code.
+pub fn validated(new: &NewMerchant, now_ms: i64) -> Result<Merchant, MoneyError> {
     let trimmed = |text: &str| text.trim().to_owned();
     let merchant = Merchant {
         id: uuid::Uuid::now_v7(),
@@ -154,6 +159,19 @@ pub fn create(
     // The QR profile's rules are the merchant's rules: lengths, ASCII, postal code, category.
     MerchantQr::new(merchant.details(), Payment::Static)
         .map_err(|error| MoneyError::MerchantInvalid(error.to_string()))?;
+    Ok(merchant)
+}
+
+/// Writes a validated merchant and its audit entry (admins only, with a reason).
+fn insert(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    operator: &Operator,
+    merchant: &Merchant,
+    reason: &str,
+) -> Result<(), MoneyError> {
+    operator.require(Permission::ManageMerchants)?;
+    require_reason(reason)?;
     tx.execute(
         "INSERT INTO money_merchants (id, name, name_ja, category_code, city, city_ja,
          postal_code, status, created_by, created_at)
@@ -182,7 +200,7 @@ pub fn create(
             detail: serde_json::json!({ "merchant": merchant }),
         },
     )?;
-    Ok(merchant)
+    Ok(())
 }
 
 /// Issues an API key for a merchant (admins only, with a reason). The key is returned once;
@@ -286,11 +304,16 @@ impl crate::charge::MoneyService {
         reason: &str,
     ) -> Result<Merchant, MoneyError> {
         let now_ms = self.clock_ms();
-        let merchant = self.identity_database().transaction(|tx: &mut dyn Tx| {
-            // The token is checked in the same transaction as the change it authorises.
+        let merchant = validated(new, now_ms)?;
+        // Authorised before anything is written, the ledger account included.
+        self.identity_database().transaction(|tx: &mut dyn Tx| {
             let by = kinko_identity::operator::authenticate(tx, now_ms, token)?;
-            create(tx, now_ms, &by, new, reason)
+            by.require(Permission::ManageMerchants)?;
+            require_reason(reason)?;
+            Ok::<_, MoneyError>(())
         })?;
+        // The payable account first, the merchant second: a crash in between leaves an empty
+        // account no one can reach, never a merchant whose payments cannot land.
         crate::accounts::ensure(
             self.ledger(),
             &[(
@@ -298,6 +321,12 @@ impl crate::charge::MoneyService {
                 crate::accounts::code::PAYABLE,
             )],
         )?;
+        crate::charge::failpoint("merchant_onboarding_midway");
+        self.identity_database().transaction(|tx: &mut dyn Tx| {
+            // The token is checked again in the same transaction as the change it authorises.
+            let by = kinko_identity::operator::authenticate(tx, now_ms, token)?;
+            insert(tx, now_ms, &by, &merchant, reason)
+        })?;
         Ok(merchant)
     }
 

@@ -458,26 +458,39 @@ impl MoneyService {
         let now_ms = self.clock_ms();
         let payment_id = payment.id;
         let record = move |tx: &mut dyn Tx| {
-            finish(tx, "money_payments", payment_id, status, reason, now_ms)?;
+            if !finish(tx, "money_payments", payment_id, status, reason, now_ms)? {
+                // Finished already (the request or the reconciler): the row decides.
+                return stored_outcome(tx, "money_payments", payment_id).map(Some);
+            }
             if status == "rejected" {
-                // The sale is still open: the payer may top up and scan again.
+                // The sale is still open: the payer may top up and scan again (under another
+                // key: this payment's id failed in the ledger and can never post).
                 tx.execute(
                     "UPDATE money_payment_requests SET status = 'open', payment_id = NULL
                      WHERE payment_id = $1",
                     &[Value::Uuid(payment_id.as_u128())],
                 )?;
             }
-            Ok::<_, MoneyError>(())
+            Ok::<_, MoneyError>(None)
         };
-        match moved {
+        let stored = match moved {
             // Durable already in the ledger: were this write lost, the row would stay pending
             // and the reconciler would find the transfer (same id) and post it again.
             Moved::Posted => self.identity_database().transaction_covered(record)?,
-            // Nothing in the ledger says so: this must be durable before the payer hears it.
+            // The ledger keeps the failed id too (`id_already_failed`), but the reopened sale
+            // must be durable before the payer hears of it.
             Moved::InsufficientFunds => self.identity_database().transaction(record)?,
+        };
+        match stored {
+            None => {
+                payment.status = status.to_owned();
+                payment.reason = reason.map(str::to_owned);
+            }
+            Some((stored_status, stored_reason)) => {
+                payment.status = stored_status;
+                payment.reason = stored_reason;
+            }
         }
-        payment.status = status.to_owned();
-        payment.reason = reason.map(str::to_owned);
         Ok(payment)
     }
 
@@ -694,6 +707,16 @@ impl MoneyService {
         let now_ms = self.clock_ms();
         let merchant_id = merchant.id.as_u128();
         let refund = self.identity_database().transaction(|tx: &mut dyn Tx| {
+            // The merchant's row lock orders every refund request under one of its keys: the
+            // second of two concurrent ones finds the first's row (the saved answer), never a
+            // unique-index violation.
+            tx.query_opt(
+                &format!(
+                    "SELECT id FROM money_merchants WHERE id = $1{}",
+                    tx.for_update()
+                ),
+                &[Value::Uuid(merchant_id)],
+            )?;
             if let Some(existing) = tx.query_opt(
                 &format!(
                     "SELECT {REFUND_COLUMNS} FROM money_refunds
@@ -800,9 +823,11 @@ impl MoneyService {
             Moved::InsufficientFunds => ("rejected", Some("merchant_balance_insufficient")),
         };
         let now_ms = self.clock_ms();
-        self.identity_database().transaction(|tx: &mut dyn Tx| {
-            let changed = finish(tx, "money_refunds", refund.id, status, reason, now_ms)?;
-            if changed && status == "rejected" {
+        let stored = self.identity_database().transaction(|tx: &mut dyn Tx| {
+            if !finish(tx, "money_refunds", refund.id, status, reason, now_ms)? {
+                return stored_outcome(tx, "money_refunds", refund.id).map(Some);
+            }
+            if status == "rejected" {
                 tx.execute(
                     "UPDATE money_payments SET refunded_yen = refunded_yen - $2 WHERE id = $1",
                     &[
@@ -811,44 +836,58 @@ impl MoneyService {
                     ],
                 )?;
             }
-            Ok::<_, MoneyError>(())
+            Ok::<_, MoneyError>(None)
         })?;
-        refund.status = status.to_owned();
-        refund.reason = reason.map(str::to_owned);
+        match stored {
+            None => {
+                refund.status = status.to_owned();
+                refund.reason = reason.map(str::to_owned);
+            }
+            Some((stored_status, stored_reason)) => {
+                refund.status = stored_status;
+                refund.reason = stored_reason;
+            }
+        }
         Ok(refund)
     }
 
-    /// Finishes payments and refunds left pending by a crash (older than `older_than_ms`).
+    /// Finishes payments and refunds left pending by a crash (older than `older_than_ms`):
+    /// the same ledger transfer again, then the outcome on the row. Answers how many it
+    /// finished; a row that fails is logged and skipped (see `reconcile.rs`).
     pub fn reconcile_payments(&self, older_than_ms: i64) -> Result<u64, MoneyError> {
-        let cutoff = self.clock_ms() - older_than_ms;
-        let (payments, refunds) = self.identity_database().transaction(|tx: &mut dyn Tx| {
-            let payments = tx.query(
-                &format!(
-                    "SELECT {PAYMENT_COLUMNS} FROM money_payments p
-                     JOIN money_merchants m ON m.id = p.merchant_id
-                     WHERE p.status = 'pending' AND p.created_at <= $1
-                     ORDER BY p.created_at LIMIT 1000"
-                ),
-                &[cutoff.into()],
-            )?;
-            let refunds = tx.query(
-                &format!(
-                    "SELECT {REFUND_COLUMNS} FROM money_refunds
-                     WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at LIMIT 1000"
-                ),
-                &[cutoff.into()],
-            )?;
-            Ok::<_, MoneyError>((payments, refunds))
-        })?;
+        let cutoff_ms = self.clock_ms() - older_than_ms;
         let mut finished = 0;
-        for row in &payments {
-            self.settle_payment(payment_from(row)?, row.uuid(12)?)?;
-            finished += 1;
-        }
-        for row in &refunds {
-            self.settle_refund(refund_from(row)?, row.uuid(8)?, row.uuid(7)?)?;
-            finished += 1;
-        }
+        let payments = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM money_payments p
+             JOIN money_merchants m ON m.id = p.merchant_id WHERE {}",
+            crate::reconcile::after_cursor("p")
+        );
+        self.sweep(
+            &self.sweeps.payments,
+            &payments,
+            cutoff_ms,
+            |row| Ok((row.int(10)?, row.uuid(0)?)),
+            |row| {
+                self.settle_payment(payment_from(row)?, row.uuid(12)?)?;
+                finished += 1;
+                Ok(())
+            },
+        )?;
+        let refunds = format!(
+            "SELECT {REFUND_COLUMNS} FROM money_refunds r WHERE {}",
+            crate::reconcile::after_cursor("r")
+        );
+        self.sweep(
+            &self.sweeps.refunds,
+            &refunds,
+            cutoff_ms,
+            |row| Ok((row.int(5)?, row.uuid(0)?)),
+            |row| {
+                self.settle_refund(refund_from(row)?, row.uuid(8)?, row.uuid(7)?)?;
+                finished += 1;
+                Ok(())
+            },
+        )?;
         Ok(finished)
     }
 }
@@ -874,11 +913,27 @@ fn finish(
             now_ms.into(),
         ],
     )?;
-    tx.execute(
-        "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
-        &[Value::Uuid(id.as_u128()), status.into(), now_ms.into()],
-    )?;
+    if changed == 1 {
+        // The history follows the row, never a status the row refused.
+        tx.execute(
+            "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
+            &[Value::Uuid(id.as_u128()), status.into(), now_ms.into()],
+        )?;
+    }
     Ok(changed == 1)
+}
+
+/// The status and reason a finished row holds.
+fn stored_outcome(
+    tx: &mut dyn Tx,
+    table: &'static str,
+    id: uuid::Uuid,
+) -> Result<(String, Option<String>), MoneyError> {
+    let row = tx.query_one(
+        &format!("SELECT status, reason FROM {table} WHERE id = $1"),
+        &[Value::Uuid(id.as_u128())],
+    )?;
+    Ok((row.text(0)?, row.opt_text(1)?))
 }
 
 /// The refunds of these payments, oldest first.

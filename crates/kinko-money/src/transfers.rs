@@ -146,6 +146,16 @@ impl MoneyService {
         let now_ms = self.clock_ms();
         let transfer_id = uuid::Uuid::now_v7();
         let row = self.identity_database().transaction(|tx: &mut dyn Tx| {
+            // The sender's row lock orders every request under one key: the second of two
+            // concurrent ones finds the first's row (the saved answer), never a unique-index
+            // violation.
+            tx.query_opt(
+                &format!(
+                    "SELECT id FROM identity_users WHERE id = $1{}",
+                    tx.for_update()
+                ),
+                &[Value::Uuid(user_id)],
+            )?;
             if let Some(existing) = tx.query_opt(
                 &format!(
                     "SELECT {TRANSFER_COLUMNS} FROM money_transfers t
@@ -244,13 +254,17 @@ impl MoneyService {
         let results = self.ledger().create_transfers_blocking(vec![request])?;
         let (status, reason) = match results.first() {
             Some(CreateTransferResult::Ok | CreateTransferResult::Exists) => ("posted", None),
-            Some(CreateTransferResult::ExceedsCredits) => ("rejected", Some("insufficient_funds")),
+            // Refused once, refused for good (`id_already_failed`): a replay after a top-up
+            // cannot send what its first attempt could not.
+            Some(CreateTransferResult::ExceedsCredits | CreateTransferResult::IdAlreadyFailed) => {
+                ("rejected", Some("insufficient_funds"))
+            }
             other => {
                 return Err(MoneyError::Internal(format!("transfer refused: {other:?}")));
             }
         };
         let now_ms = self.clock_ms();
-        self.identity_database().transaction(|tx: &mut dyn Tx| {
+        let stored = self.identity_database().transaction(|tx: &mut dyn Tx| {
             let updated = tx.execute(
                 "UPDATE money_transfers SET status = $2, reason = $3, resolved_at = $4
                  WHERE id = $1 AND status = 'pending'",
@@ -261,11 +275,19 @@ impl MoneyService {
                     now_ms.into(),
                 ],
             )?;
+            if updated != 1 {
+                // Finished already (by the request or the reconciler): the row decides.
+                let row = tx.query_one(
+                    "SELECT status, reason FROM money_transfers WHERE id = $1",
+                    &[Value::Uuid(sent.id.as_u128())],
+                )?;
+                return Ok::<_, MoneyError>(Some((row.text(0)?, row.opt_text(1)?)));
+            }
             tx.execute(
                 "UPDATE money_movements SET status = $2, updated_at = $3 WHERE id = $1",
                 &[Value::Uuid(sent.id.as_u128()), status.into(), now_ms.into()],
             )?;
-            if updated == 1 && status == "posted" {
+            if status == "posted" {
                 let from_handle = handle_of(tx, from_user)?
                     .map_or_else(|| "Kinko".to_owned(), |handle| format!("@{handle}"));
                 tx.execute(
@@ -281,33 +303,43 @@ impl MoneyService {
                     ],
                 )?;
             }
-            Ok::<_, MoneyError>(())
+            Ok(None)
         })?;
-        sent.status = status.to_owned();
-        sent.reason = reason.map(str::to_owned);
+        match stored {
+            None => {
+                sent.status = status.to_owned();
+                sent.reason = reason.map(str::to_owned);
+            }
+            Some((stored_status, stored_reason)) => {
+                sent.status = stored_status;
+                sent.reason = stored_reason;
+            }
+        }
         Ok(())
     }
 
-    /// Finishes transfers left pending by a crash (older than `older_than_ms`).
+    /// Finishes transfers left pending by a crash (older than `older_than_ms`); a row that
+    /// fails is logged and skipped (see `reconcile.rs`). Answers how many it finished.
     pub fn reconcile_transfers(&self, older_than_ms: i64) -> Result<u64, MoneyError> {
-        let cutoff = self.clock_ms() - older_than_ms;
-        let rows = self.identity_database().transaction(|tx: &mut dyn Tx| {
-            tx.query(
-                &format!(
-                    "SELECT {TRANSFER_COLUMNS} FROM money_transfers t
-                     LEFT JOIN money_handles h ON h.user_id = t.to_user
-                     WHERE t.status = 'pending' AND t.created_at <= $1
-                     ORDER BY t.created_at LIMIT 1000"
-                ),
-                &[cutoff.into()],
-            )
-        })?;
+        let cutoff_ms = self.clock_ms() - older_than_ms;
+        let sql = format!(
+            "SELECT {TRANSFER_COLUMNS} FROM money_transfers t
+             LEFT JOIN money_handles h ON h.user_id = t.to_user WHERE {}",
+            crate::reconcile::after_cursor("t")
+        );
         let mut finished = 0;
-        for row in &rows {
-            let mut sent = transfer_from(row)?;
-            self.settle_transfer(&mut sent, row.uuid(8)?, row.uuid(9)?)?;
-            finished += 1;
-        }
+        self.sweep(
+            &self.sweeps.transfers,
+            &sql,
+            cutoff_ms,
+            |row| Ok((row.int(6)?, row.uuid(0)?)),
+            |row| {
+                let mut sent = transfer_from(row)?;
+                self.settle_transfer(&mut sent, row.uuid(8)?, row.uuid(9)?)?;
+                finished += 1;
+                Ok(())
+            },
+        )?;
         Ok(finished)
     }
 }

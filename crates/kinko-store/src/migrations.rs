@@ -53,6 +53,18 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0011_passkey_approvals.sql"),
     ),
     (
+        "0012_bank_deadline",
+        include_str!("../migrations/sqlite/0012_bank_deadline.sql"),
+    ),
+    (
+        "0013_ledger_failed",
+        include_str!("../migrations/sqlite/0013_ledger_failed.sql"),
+    ),
+    (
+        "0014_link_refresh_lease",
+        include_str!("../migrations/sqlite/0014_link_refresh_lease.sql"),
+    ),
+    (
         "0030_risk_decisions",
         include_str!("../migrations/sqlite/0030_risk_decisions.sql"),
     ),
@@ -110,6 +122,18 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0011_passkey_approvals",
         include_str!("../migrations/postgres/0011_passkey_approvals.sql"),
+    ),
+    (
+        "0012_bank_deadline",
+        include_str!("../migrations/postgres/0012_bank_deadline.sql"),
+    ),
+    (
+        "0013_ledger_failed",
+        include_str!("../migrations/postgres/0013_ledger_failed.sql"),
+    ),
+    (
+        "0014_link_refresh_lease",
+        include_str!("../migrations/postgres/0014_link_refresh_lease.sql"),
     ),
     (
         "0030_risk_decisions",

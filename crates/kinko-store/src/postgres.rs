@@ -344,6 +344,26 @@ impl PostgresLedgerStore {
                 )
                 .map_err(fail)?;
         }
+        if !writes.transfers_failed.is_empty() {
+            let ids: Vec<Uuid> = writes
+                .transfers_failed
+                .iter()
+                .map(|(id, _)| uuid_of(id.as_u128()))
+                .collect();
+            let results: Vec<&str> = writes
+                .transfers_failed
+                .iter()
+                .map(|(_, result)| result.name())
+                .collect();
+            client
+                .execute(
+                    "INSERT INTO ledger_failed_transfers (id, result, timestamp)
+                     SELECT id, result, $3 FROM UNNEST($1::uuid[], $2::text[]) AS f(id, result)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&ids, &results, &to_i64(writes.timestamp_last)?],
+                )
+                .map_err(fail)?;
+        }
         client
             .execute(
                 "UPDATE ledger_meta SET timestamp_last = GREATEST(timestamp_last, $1)
@@ -435,6 +455,28 @@ impl LedgerStore for PostgresLedgerStore {
             .map_err(fail)?;
         for row in &rows {
             into.push(transfer_from_row(row)?);
+        }
+        Ok(())
+    }
+
+    fn load_failed_transfers(
+        &mut self,
+        ids: &[TransferId],
+        into: &mut Vec<TransferId>,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Uuid> = ids.iter().map(|id| uuid_of(id.as_u128())).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT id FROM ledger_failed_transfers WHERE id = ANY($1)",
+                &[&keys],
+            )
+            .map_err(fail)?;
+        for row in &rows {
+            into.push(get_transfer_id(row, 0)?);
         }
         Ok(())
     }

@@ -362,6 +362,19 @@ impl SqliteLedgerStore {
                 update.execute(params![id_bytes(id.as_u128()), state.as_i16()])?;
             }
         }
+        if !writes.transfers_failed.is_empty() {
+            let mut insert = connection.prepare_cached(
+                "INSERT INTO ledger_failed_transfers (id, result, timestamp) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO NOTHING",
+            )?;
+            for (id, result) in &writes.transfers_failed {
+                insert.execute(params![
+                    id_bytes(id.as_u128()),
+                    result.name(),
+                    writes.timestamp_last as i64
+                ])?;
+            }
+        }
         connection
             .prepare_cached(
                 "UPDATE ledger_meta SET timestamp_last = max(timestamp_last, ?1) WHERE singleton = 1",
@@ -435,6 +448,23 @@ impl LedgerStore for SqliteLedgerStore {
                 .map_err(fail)?
             {
                 into.push(transfer);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_failed_transfers(
+        &mut self,
+        ids: &[TransferId],
+        into: &mut Vec<TransferId>,
+    ) -> Result<(), StoreError> {
+        let mut select = self
+            .connection
+            .prepare_cached("SELECT 1 FROM ledger_failed_transfers WHERE id = ?1")
+            .map_err(fail)?;
+        for id in ids {
+            if select.exists([id_bytes(id.as_u128())]).map_err(fail)? {
+                into.push(*id);
             }
         }
         Ok(())
@@ -645,7 +675,11 @@ impl LedgerReader for SqliteLedgerReader {
     }
 
     fn check_invariants(&self) -> Result<InvariantReport, StoreError> {
-        self.with(|connection| {
+        self.with(|outer| {
+            // One read transaction: in WAL mode every query below sees the snapshot the first
+            // one started, so a batch committed meanwhile cannot look like a breach.
+            let transaction = outer.unchecked_transaction()?;
+            let connection: &Connection = &transaction;
             let mut statement =
                 connection.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM ledger_accounts"))?;
             let accounts = statement
@@ -707,6 +741,8 @@ impl LedgerReader for SqliteLedgerReader {
                 connection.query_row("SELECT COUNT(*) FROM ledger_transfers", [], |row| {
                     row.get(0)
                 })?;
+            drop(statement);
+            transaction.commit()?;
             Ok(evaluate(
                 &audits,
                 structure,

@@ -190,6 +190,8 @@ conformance!(
     a_failed_commit_fails_the_whole_batch_and_writes_nothing,
     two_writers_on_one_database_never_double_spend,
     accounts_are_idempotent_and_validated,
+    a_transiently_failed_id_never_posts_later,
+    the_check_reads_one_snapshot_while_transfers_run,
 );
 
 fn single_phase_transfer_moves_money_and_shows_in_history(backend: &str) {
@@ -1114,5 +1116,141 @@ fn postgres_writer_and_reader_reconnect_after_the_connection_drops() {
         }
     }
     assert_eq!(balance, Some(105));
+    harness.assert_clean();
+}
+
+/// TigerBeetle's `id_already_failed`: an id refused for a reason that could pass later
+/// (`exceeds_credits`, an account not open yet) is refused for ever after — after a top-up,
+/// in the same request, and by another writer on the same database (it is stored, not
+/// remembered). Only the failing event of a chain is burned.
+fn a_transiently_failed_id_never_posts_later(backend: &str) {
+    let harness = Harness::new(backend);
+    let (source, wallet) = harness.funded_wallet(100);
+    let merchant = harness.plain();
+    let refused = harness.transfer_id();
+    let paying = |id: TransferId, amount: u64| {
+        TransferRequest::single_phase(id, wallet, merchant, amount, LEDGER_JPY, CODE)
+    };
+    assert_eq!(
+        harness.one(paying(refused, 300)),
+        CreateTransferResult::ExceedsCredits
+    );
+    harness.move_money(source, wallet, 1_000);
+    assert_eq!(
+        harness.one(paying(refused, 300)),
+        CreateTransferResult::IdAlreadyFailed
+    );
+    assert!(!harness.transfer_exists(refused));
+    assert_eq!(harness.account(wallet).credit_balance_posted(), 1_100);
+
+    // Within one request: the second event with the failed id is refused too.
+    let twice = harness.transfer_id();
+    assert_eq!(
+        harness.many(vec![paying(twice, 5_000), paying(twice, 10)]),
+        vec![
+            CreateTransferResult::ExceedsCredits,
+            CreateTransferResult::IdAlreadyFailed
+        ]
+    );
+
+    // A debit account not open yet: once it is, the id still never posts.
+    let later = AccountId::generate(&harness.clock);
+    let early = harness.transfer_id();
+    let from_later = TransferRequest::single_phase(early, later, merchant, 1, LEDGER_JPY, CODE);
+    assert_eq!(
+        harness.one(from_later),
+        CreateTransferResult::DebitAccountNotFound
+    );
+    let opened = harness
+        .ledger
+        .create_accounts_blocking(vec![NewAccount {
+            id: later,
+            ledger: LEDGER_JPY,
+            code: CODE,
+            flags: AccountFlags::NONE,
+        }])
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(opened, vec![CreateAccountResult::Ok]);
+    assert_eq!(
+        harness.one(from_later),
+        CreateTransferResult::IdAlreadyFailed
+    );
+
+    // A chain: the event that failed is burned, the ones rolled back with it are not.
+    let (first, second) = (harness.transfer_id(), harness.transfer_id());
+    let linked = TransferRequest {
+        flags: TransferFlags::LINKED,
+        ..paying(first, 10)
+    };
+    assert_eq!(
+        harness.many(vec![linked, paying(second, 1_000_000)]),
+        vec![
+            CreateTransferResult::LinkedEventFailed,
+            CreateTransferResult::ExceedsCredits
+        ]
+    );
+    assert_eq!(harness.one(paying(first, 10)), CreateTransferResult::Ok);
+    assert_eq!(
+        harness.one(paying(second, 10)),
+        CreateTransferResult::IdAlreadyFailed
+    );
+
+    // Another writer on the same database reads it from storage.
+    let other = kinko_store::testing::start_ledger(
+        &harness.location,
+        &harness.clock,
+        WriterConfig::DEFAULT,
+    );
+    let results = other
+        .create_transfers_blocking(vec![paying(refused, 300)])
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(results, vec![CreateTransferResult::IdAlreadyFailed]);
+    let after = harness.account(wallet);
+    assert_eq!((after.credits_posted, after.debits_posted), (1_100, 10));
+    harness.assert_clean();
+}
+
+/// `kinko check` while money moves: every query of one check sees one snapshot, so batches
+/// committed during the check never show as a breach (it did on SQLite, whose check read each
+/// table at a different moment).
+fn the_check_reads_one_snapshot_while_transfers_run(backend: &str) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let harness = Harness::new(backend);
+    let (_, wallet) = harness.funded_wallet(1_000_000);
+    let merchant = harness.plain();
+    let moving = AtomicBool::new(true);
+    let batches = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while moving.load(Ordering::SeqCst) {
+                let batch: Vec<TransferRequest> = (0..20)
+                    .map(|_| {
+                        TransferRequest::single_phase(
+                            harness.transfer_id(),
+                            wallet,
+                            merchant,
+                            1,
+                            LEDGER_JPY,
+                            CODE,
+                        )
+                    })
+                    .collect();
+                assert!(harness.many(batch).iter().all(|result| result.is_ok()));
+                batches.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // Check over and over while at least 200 batches commit (bounded in time).
+        let started = std::time::Instant::now();
+        let mut checks = 0;
+        while batches.load(Ordering::SeqCst) < 200
+            && started.elapsed() < std::time::Duration::from_secs(30)
+        {
+            harness.assert_clean();
+            checks += 1;
+        }
+        moving.store(false, Ordering::SeqCst);
+        assert!(checks > 0);
+    });
+    assert!(batches.load(Ordering::SeqCst) >= 200);
     harness.assert_clean();
 }

@@ -167,7 +167,8 @@ pub fn serve_with_banks(
         )
         .with_confirmation_threshold(confirm_above_yen)
         .with_payout_wait_hours(payout_wait_hours)
-        .with_credit_approval_threshold(credit_solo_yen);
+        .with_credit_approval_threshold(credit_solo_yen)
+        .with_bank_order_ttl_secs(bank_order_ttl_secs()?);
         if let Some(rules) = risk_rules {
             money = money.with_risk_rules(rules);
         }
@@ -264,6 +265,20 @@ pub fn payout_wait_hours() -> anyhow::Result<i64> {
     }
 }
 
+/// How long an order to the bank stays good (`KINKO_BANK_ORDER_TTL_S`, 1–86400, default 60):
+/// Kinko sends it only before, and the bank refuses it after (docs/BANK-PROTOCOL.md §6).
+fn bank_order_ttl_secs() -> anyhow::Result<i64> {
+    match std::env::var("KINKO_BANK_ORDER_TTL_S") {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|seconds| (1..=86_400).contains(seconds))
+            .context("KINKO_BANK_ORDER_TTL_S must be a whole number of seconds from 1 to 86400"),
+        Err(_) => Ok(kinko_money::charge::BANK_ORDER_TTL_S_DEFAULT),
+    }
+}
+
 /// Resolves charges left pending (a crash, an unreachable bank) by asking the bank by key:
 /// every `KINKO_RECONCILE_EVERY_S` (default 30) for charges older than
 /// `KINKO_RECONCILE_AFTER_S` (default 60, longer than any bank call may take).
@@ -291,7 +306,13 @@ fn spawn_reconciler(
             while !stopping.load(Ordering::SeqCst) {
                 if std::time::Instant::now() >= next {
                     match money.reconcile(after_ms) {
-                        Ok(report) if report.posted + report.voided + report.unresolved > 0 => {
+                        Ok(report)
+                            if report.posted
+                                + report.voided
+                                + report.unresolved
+                                + report.failed
+                                > 0 =>
+                        {
                             tracing::info!(?report, "reconciled pending charges");
                         }
                         Ok(_) => {}

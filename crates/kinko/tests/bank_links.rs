@@ -14,8 +14,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bank_support::{
-    Browser, approve_at_bank, complete, customer, customer_page, form, links, path_of, purposes,
-    query_param, set_policy, start, start_link, wait_for_status, wallet,
+    Browser, approve_at_bank, charge, complete, customer, customer_page, form, links, path_of,
+    purposes, query_param, set_policy, start, start_link, wait_for_status, wallet,
 };
 use serde_json::{Value, json};
 use support::{HttpResponse, encode, http_request, json_of, text_of};
@@ -457,6 +457,24 @@ fn legacy_failures_answer_the_same_in_the_same_time(backend: &str) {
         elapsed.abs_diff(fastest) <= Duration::from_millis(50),
         "{elapsed:?}"
     );
+    // A PIN-method link verified the holder and holds no token to move money with: it is
+    // never shown as active, and a charge on it is refused before anything is written (it
+    // used to show `active` and void every charge).
+    let legacy_link = json_of(&linked);
+    assert_eq!(legacy_link["status"], "verified", "{legacy_link}");
+    let listed = links(kinko, &first);
+    assert!(
+        listed.iter().all(|link| link["status"] != "active"),
+        "{listed:?}"
+    );
+    let legacy_id = text_of(&legacy_link["id"]);
+    kinko.assert_problem(
+        &charge(kinko, &first, "on-legacy", &legacy_id, 1_000),
+        409,
+        "BANK_LINK_INACTIVE",
+    );
+    let history = json_of(&kinko.call("GET", "/api/v1/wallet/history", None, Some(&first)));
+    assert_eq!(history["movements"], json!([]), "{history}");
     // Malformed input is refused at once and counts for nothing.
     let (malformed, _) = attempt(&second, "12345", "12a4", "1");
     kinko.assert_problem(&malformed, 400, "BANK_LINK_INPUT_INVALID");

@@ -29,6 +29,9 @@ both!(
     credits_need_a_reviewer_and_a_reason,
     credits_beyond_the_solo_threshold_need_a_second_operator,
     a_crash_after_the_ledger_is_finished_by_the_reconciler,
+    a_payment_refused_for_funds_never_posts_later,
+    concurrent_requests_with_one_key_pay_and_refund_once,
+    a_crash_while_onboarding_leaves_no_merchant_without_its_account,
 );
 
 struct World {
@@ -930,4 +933,188 @@ fn a_crash_after_the_ledger_is_finished_by_the_reconciler(backend: &str) {
     assert_eq!(json_of(&again)["status"], "posted");
     assert_eq!(balance_of(kinko, &hanako), 7_500);
     kinko.assert_books_balance();
+}
+
+/// A payment the ledger refused for funds, whose refusal never reached its row (the process
+/// died right after the ledger answered): after a top-up, a replay with the same
+/// `Idempotency-Key` (and the reconciler) must still find it refused — the ledger keeps the
+/// failed id (`id_already_failed`) — so the sale is paid once, by the payment that was
+/// acknowledged, and rows, history and ledger agree.
+fn a_payment_refused_for_funds_never_posts_later(backend: &str) {
+    let mut world = world_with(backend, &[("KINKO_FAILPOINT", "payment_after_ledger")]);
+    let (user_id, hanako) = funded_wallet(&world, "hanako@example.jp", "090-1234-5678", 1_000);
+    let (_, key) = merchant(&world, "Kinko Mart", "きんこマート");
+    let sale = payment_request(&world.kinko, &key, 3_000);
+    let payload = text_of(&sale["payload"]);
+    let body = json!({ "qr": payload });
+    world
+        .kinko
+        .assert_post_crashes("/api/v1/payments", &body.to_string(), &hanako, "short-1");
+    // Back up with the reconciler held off, so the replay is the first to resubmit the id.
+    world.kinko.restart(&[
+        ("KINKO_OUTGOING_FREEZE_S", "0"),
+        ("KINKO_RECONCILE_AFTER_S", "3600"),
+    ]);
+    let kinko = &world.kinko;
+    let topped = post(
+        kinko,
+        &format!("/api/v1/operator/users/{user_id}/credits"),
+        &world.admin_token,
+        "top-up-hanako",
+        json!({ "amount_yen": 5_000, "reason": "test funding for a payment test" }),
+    );
+    assert_eq!(topped.status, 201, "{}", topped.body);
+    assert_eq!(balance_of(kinko, &hanako), 6_000);
+    // The replay after the top-up answers what the first attempt was: refused.
+    let again = json_of(&post(
+        kinko,
+        "/api/v1/payments",
+        &hanako,
+        "short-1",
+        body.clone(),
+    ));
+    assert_eq!(again["status"], "rejected", "{again}");
+    assert_eq!(again["reason"], "insufficient_funds", "{again}");
+    assert_eq!(balance_of(kinko, &hanako), 6_000);
+    // The sale is open again, and is paid once, by another payment.
+    let paid = json_of(&post(
+        kinko,
+        "/api/v1/payments",
+        &hanako,
+        "short-2",
+        body.clone(),
+    ));
+    assert_eq!(paid["status"], "posted", "{paid}");
+    kinko.assert_problem(
+        &post(kinko, "/api/v1/payments", &hanako, "short-3", body.clone()),
+        409,
+        "PAYMENT_REQUEST_UNAVAILABLE",
+    );
+    let replayed = json_of(&post(kinko, "/api/v1/payments", &hanako, "short-1", body));
+    assert_eq!(replayed["status"], "rejected", "{replayed}");
+    assert_eq!(balance_of(kinko, &hanako), 3_000);
+    let theirs = json_of(&kinko.call("GET", "/api/v1/merchant/payments", None, Some(&key)));
+    let statuses: Vec<&str> = theirs
+        .as_array()
+        .unwrap_or_else(|| panic!("{theirs}"))
+        .iter()
+        .map(|payment| payment["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == "posted")
+            .count(),
+        1,
+        "{theirs}"
+    );
+    // The payer's history says the same as the rows.
+    let history = json_of(&kinko.call("GET", "/api/v1/wallet/history", None, Some(&hanako)));
+    let payments: Vec<&str> = history["movements"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .iter()
+        .filter(|movement| movement["kind"] == "payment")
+        .map(|movement| movement["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(payments, vec!["posted", "rejected"], "{history}");
+    kinko.assert_books_balance();
+}
+
+/// Sixteen requests under one `Idempotency-Key` at once, for a payment and then for a refund:
+/// each answers the one saved movement (never a 500 from the key's unique index), and the
+/// money moved once.
+fn concurrent_requests_with_one_key_pay_and_refund_once(backend: &str) {
+    let world = world(backend);
+    let kinko = &world.kinko;
+    let (_, hanako) = funded_wallet(&world, "hanako@example.jp", "090-1234-5678", 10_000);
+    let (_, key) = merchant(&world, "Kinko Mart", "きんこマート");
+    let payload = static_code(kinko, &key);
+    let all_at_once = |call: &(dyn Fn() -> HttpResponse + Sync)| -> Vec<HttpResponse> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16).map(|_| scope.spawn(call)).collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| panic!("caller panicked")))
+                .collect()
+        })
+    };
+    let body = json!({ "qr": payload, "amount_yen": 1_500 });
+    let paid = all_at_once(&|| post(kinko, "/api/v1/payments", &hanako, "same-pay", body.clone()));
+    let payment = json_of(&paid[0]);
+    for answer in &paid {
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        assert_eq!(json_of(answer)["id"], payment["id"], "{}", answer.body);
+    }
+    assert_eq!(balance_of(kinko, &hanako), 8_500);
+    let path = format!(
+        "/api/v1/merchant/payments/{}/refunds",
+        text_of(&payment["id"])
+    );
+    let refunded = all_at_once(&|| {
+        post(
+            kinko,
+            &path,
+            &key,
+            "same-refund",
+            json!({ "amount_yen": 500 }),
+        )
+    });
+    let refund = json_of(&refunded[0]);
+    for answer in &refunded {
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        assert_eq!(json_of(answer)["id"], refund["id"], "{}", answer.body);
+    }
+    assert_eq!(balance_of(kinko, &hanako), 9_000);
+    kinko.assert_books_balance();
+}
+
+/// Onboarding writes a ledger account (the merchant's payable) and a row. The server dies
+/// between the two: no merchant may exist without its account (one that did took payments
+/// the ledger refused). The operator onboards again and the merchant can be paid.
+fn a_crash_while_onboarding_leaves_no_merchant_without_its_account(backend: &str) {
+    let mut world = world_with(
+        backend,
+        &[("KINKO_FAILPOINT", "merchant_onboarding_midway")],
+    );
+    let body = json!({
+        "name": "Kinko Mart", "name_ja": "きんこマート", "category_code": 5411, "city": "Tokyo",
+        "city_ja": "東京", "postal_code": "100-0005", "reason": "onboarding ticket 42",
+    });
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        world.kinko.call(
+            "POST",
+            "/api/v1/operator/merchants",
+            Some(body.clone()),
+            Some(&world.admin_token),
+        )
+    }));
+    if let Ok(answer) = crashed {
+        assert!(answer.status >= 500, "{}", answer.body);
+    }
+    world.kinko.restart(&[("KINKO_OUTGOING_FREEZE_S", "0")]);
+    let merchants = world
+        .kinko
+        .database()
+        .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+            tx.query_one("SELECT COUNT(*) FROM money_merchants", &[])?
+                .int(0)
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        merchants, 0,
+        "a merchant was written without its payable account"
+    );
+    let (_, hanako) = funded_wallet(&world, "hanako@example.jp", "090-1234-5678", 5_000);
+    let (_, key) = merchant(&world, "Kinko Mart", "きんこマート");
+    let payload = static_code(&world.kinko, &key);
+    let paid = json_of(&post(
+        &world.kinko,
+        "/api/v1/payments",
+        &hanako,
+        "after-crash",
+        json!({ "qr": payload, "amount_yen": 1_000 }),
+    ));
+    assert_eq!(paid["status"], "posted", "{paid}");
+    world.kinko.assert_books_balance();
 }

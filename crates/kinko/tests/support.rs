@@ -232,6 +232,20 @@ impl Server {
         self.address = address;
     }
 
+    /// This server's own database, opened beside it (to read or plant rows no request
+    /// would show or write).
+    pub fn database(&self) -> kinko_store::sql::Database {
+        let location = match self.store.first().map(String::as_str) {
+            Some("--data-dir") => kinko_store::StoreLocation::Sqlite {
+                data_dir: self.store[1].clone().into(),
+            },
+            _ => kinko_store::StoreLocation::Postgres {
+                url: self.store[1].clone(),
+            },
+        };
+        kinko_store::sql::Database::open(&location).unwrap_or_else(|error| panic!("{error}"))
+    }
+
     /// `kinko check` on this server's store: the books balance.
     pub fn assert_books_balance(&self) {
         let output = kinko()

@@ -20,6 +20,7 @@ both!(
     money_goes_to_the_handle_once,
     parallel_sends_never_overdraw,
     bad_input_moves_nothing,
+    concurrent_requests_with_one_key_send_once,
 );
 
 fn send(kinko: &Server, token: &str, key: &str, body: Value) -> HttpResponse {
@@ -239,5 +240,31 @@ fn bad_input_moves_nothing(backend: &str) {
     );
     assert_eq!(balance(kinko, &hanako)["balance_yen"], 10_000);
     assert_eq!(balance(kinko, &taro)["balance_yen"], 0);
+    kinko.assert_books_balance();
+}
+
+/// Sixteen requests with one `Idempotency-Key` at once: every one answers the one transfer
+/// (on PostgreSQL the losers used to hit the key's unique index: a 500), and it moved once.
+fn concurrent_requests_with_one_key_send_once(backend: &str) {
+    let pair = start(backend);
+    let kinko = &pair.kinko;
+    let (hanako, taro) = two_wallets(kinko, &pair);
+    let body = json!({ "to_handle": "taro", "amount_yen": 1_000, "note": "" });
+    let answers: Vec<HttpResponse> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| send(kinko, &hanako, "same-key", body.clone())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|_| panic!("sender panicked")))
+            .collect()
+    });
+    let first = json_of(&answers[0]);
+    for answer in &answers {
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        assert_eq!(json_of(answer)["id"], first["id"], "{}", answer.body);
+    }
+    assert_eq!(balance(kinko, &hanako)["balance_yen"], 9_000);
+    assert_eq!(balance(kinko, &taro)["balance_yen"], 1_000);
     kinko.assert_books_balance();
 }

@@ -106,7 +106,8 @@ pub struct LinkResponse {
     account_label: String,
     /// `oauth` or `legacy`.
     method: String,
-    /// `active`, `unlinked`, `revoked_by_bank` or `cut_for_fraud`.
+    /// `active` (moves money), `verified` (a PIN-method link: the holder was verified, but it
+    /// moves no money), `unlinked`, `revoked_by_bank` or `cut_for_fraud`.
     status: String,
     created_at_ms: i64,
     ended_at_ms: Option<i64>,

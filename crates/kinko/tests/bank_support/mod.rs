@@ -31,8 +31,13 @@ impl Drop for BankSandbox {
 
 impl BankSandbox {
     pub fn start(backend: &str) -> Self {
+        Self::start_with(backend, &[])
+    }
+
+    /// The same, with extra environment for `kinko bank-sandbox` (its test hooks).
+    pub fn start_with(backend: &str, environment: &[(&str, &str)]) -> Self {
         let (store, dir) = fresh_store(backend);
-        let (child, address) = spawn_server_with("bank-sandbox", &store, &[]);
+        let (child, address) = spawn_server_with("bank-sandbox", &store, environment);
         Self {
             child,
             address,
@@ -134,7 +139,16 @@ pub fn start(backend: &str) -> Pair {
 
 /// The same, with extra environment for `kinko serve`.
 pub fn start_with(backend: &str, environment: &[(&str, &str)]) -> Pair {
-    let bank = BankSandbox::start(backend);
+    start_with_bank(backend, environment, &[])
+}
+
+/// The same, with extra environment for the bank too.
+pub fn start_with_bank(
+    backend: &str,
+    environment: &[(&str, &str)],
+    bank_environment: &[(&str, &str)],
+) -> Pair {
+    let bank = BankSandbox::start_with(backend, bank_environment);
     let issuer = bank.issuer();
     let mut env = vec![
         ("KINKO_BANK_SANDBOX_URL", issuer.as_str()),
