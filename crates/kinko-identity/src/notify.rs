@@ -528,13 +528,7 @@ pub enum GatewayConfig {
     Smtp(SmtpConfig),
 }
 
-/// The deployment, as `KINKO_ENV` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Environment {
-    Production,
-    /// Development, test, demo or staging: anything that serves no real users.
-    NonProduction,
-}
+pub use crate::environment::Environment;
 
 /// The notification mode, as `KINKO_NOTIFY` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -553,8 +547,6 @@ pub enum NotifyConfigError {
     NotConfigured,
     #[error("KINKO_NOTIFY must be sandbox or smtp, not {0:?}")]
     UnknownMode(String),
-    #[error("KINKO_ENV must be production, staging, demo, test or development, not {0:?}")]
-    UnknownEnvironment(String),
     #[error("{0} must be set when KINKO_NOTIFY=smtp")]
     SettingMissing(&'static str),
     #[error("{name} is invalid: {reason}")]
@@ -571,7 +563,6 @@ impl ErrorCode for NotifyConfigError {
             NotifyConfigError::SandboxInProduction => "NOTIFY_SANDBOX_IN_PRODUCTION",
             NotifyConfigError::NotConfigured => "NOTIFY_NOT_CONFIGURED",
             NotifyConfigError::UnknownMode(_) => "NOTIFY_UNKNOWN_MODE",
-            NotifyConfigError::UnknownEnvironment(_) => "NOTIFY_UNKNOWN_ENVIRONMENT",
             NotifyConfigError::SettingMissing(_) => "NOTIFY_SMTP_SETTING_MISSING",
             NotifyConfigError::SettingInvalid { .. } => "NOTIFY_SMTP_SETTING_INVALID",
             NotifyConfigError::PlaintextInProduction => "NOTIFY_SMTP_PLAINTEXT_IN_PRODUCTION",
@@ -583,21 +574,8 @@ impl ErrorCode for NotifyConfigError {
     }
 }
 
-/// Reads `KINKO_ENV`; unset means a developer's machine. An unknown value is refused rather
-/// than guessed, so `KINKO_ENV=prod` cannot turn production into a sandbox.
-pub fn parse_environment(value: Option<&str>) -> Result<Environment, NotifyConfigError> {
-    let Some(value) = value else {
-        return Ok(Environment::NonProduction);
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "production" => Ok(Environment::Production),
-        "staging" | "demo" | "test" | "development" | "" => Ok(Environment::NonProduction),
-        _ => Err(NotifyConfigError::UnknownEnvironment(value.to_owned())),
-    }
-}
-
 /// The rule: production must name a real gateway; the sandbox is never allowed there, with no
-/// exception. Elsewhere an unset `KINKO_NOTIFY` means the sandbox.
+/// exception. In a sandbox an unset `KINKO_NOTIFY` means the sandbox gateways.
 pub fn choose_mode(
     environment: Environment,
     notify: Option<&str>,
@@ -619,17 +597,17 @@ pub fn choose_mode(
             Err(NotifyConfigError::SandboxInProduction)
         }
         (_, Some(mode)) => Ok(mode),
-        (Environment::NonProduction, None) => Ok(NotifyMode::Sandbox),
+        (Environment::Sandbox, None) => Ok(NotifyMode::Sandbox),
     }
 }
 
 impl GatewayConfig {
-    /// Reads the configuration from the process environment: `KINKO_ENV`, `KINKO_NOTIFY` and,
-    /// for SMTP, `KINKO_SMTP_HOST`, `KINKO_SMTP_PORT`, `KINKO_SMTP_TLS`
+    /// Reads the configuration of `environment` (decided by [`crate::environment`]) from the
+    /// process environment: `KINKO_NOTIFY` and, for SMTP, `KINKO_SMTP_HOST`, `KINKO_SMTP_PORT`, `KINKO_SMTP_TLS`
     /// (`starttls`|`tls`|`none`), `KINKO_SMTP_USERNAME`, `KINKO_SMTP_PASSWORD`,
     /// `KINKO_SMTP_FROM`.
-    pub fn from_env() -> Result<Self, NotifyConfigError> {
-        Self::from_lookup(|name| match std::env::var(name) {
+    pub fn from_env(environment: Environment) -> Result<Self, NotifyConfigError> {
+        Self::from_lookup(environment, |name| match std::env::var(name) {
             Ok(value) => Ok(Some(value)),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(NotifyConfigError::SettingInvalid {
@@ -641,9 +619,9 @@ impl GatewayConfig {
 
     /// The same, from any source of variables (tests pass a map).
     pub fn from_lookup(
+        environment: Environment,
         lookup: impl Fn(&'static str) -> Result<Option<String>, NotifyConfigError>,
     ) -> Result<Self, NotifyConfigError> {
-        let environment = parse_environment(lookup("KINKO_ENV")?.as_deref())?;
         match choose_mode(environment, lookup("KINKO_NOTIFY")?.as_deref())? {
             NotifyMode::Sandbox => {
                 warn_sandbox();
@@ -1054,7 +1032,7 @@ mod tests {
 
     #[test]
     fn production_never_runs_the_sandbox() {
-        use Environment::{NonProduction, Production};
+        use Environment::{Production, Sandbox as NonProduction};
         let table: [(
             Environment,
             Option<&str>,
@@ -1089,14 +1067,6 @@ mod tests {
                 "{environment:?} {notify:?}"
             );
         }
-        assert_eq!(parse_environment(Some("production")), Ok(Production));
-        assert_eq!(parse_environment(Some(" Production ")), Ok(Production));
-        assert_eq!(parse_environment(None), Ok(NonProduction));
-        assert_eq!(parse_environment(Some("demo")), Ok(NonProduction));
-        assert_eq!(
-            parse_environment(Some("prod")),
-            Err(NotifyConfigError::UnknownEnvironment("prod".into()))
-        );
         assert_eq!(
             NotifyConfigError::SandboxInProduction.code(),
             "NOTIFY_SANDBOX_IN_PRODUCTION"
@@ -1108,7 +1078,11 @@ mod tests {
             .iter()
             .map(|(name, value)| (*name, (*value).to_owned()))
             .collect();
-        GatewayConfig::from_lookup(|name| Ok(map.get(name).cloned()))
+        // The tables name KINKO_ENV where it matters; elsewhere they mean a sandbox.
+        let environment =
+            crate::environment::parse(Some(map.get("KINKO_ENV").map_or("sandbox", String::as_str)))
+                .unwrap_or_else(|error| panic!("{error}"));
+        GatewayConfig::from_lookup(environment, |name| Ok(map.get(name).cloned()))
     }
 
     #[test]

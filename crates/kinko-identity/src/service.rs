@@ -19,7 +19,7 @@ use crate::codes::{self, CodeCheck, CodePurpose};
 use crate::kyc::{self, KycLevel, KycProvider, KycRecord};
 use crate::notify::{self, Channel, Message};
 use crate::password::{self, PasswordRule};
-use crate::ratelimit::{self, Decision, LockState, LoginGate};
+use crate::ratelimit::{self, Decision, Guess, Guesser, LockState, LoginGate};
 use crate::secrets::SecretBox;
 use crate::session::{self, DeviceRef, NewSession, SessionError, SessionInfo};
 use crate::totp::{self, TotpError};
@@ -57,6 +57,9 @@ pub enum IdentityError {
     EmailInvalid,
     #[error("the phone number is not valid: use the international form, e.g. +819012345678")]
     PhoneInvalid,
+    /// SMS pumping: codes go only to countries Kinko serves ([`SMS_COUNTRY_CODES`]).
+    #[error("phone numbers of this country cannot be used")]
+    PhoneCountryNotAllowed,
     #[error("the password is not acceptable: {0}")]
     Password(PasswordRule),
     #[error("too many attempts; try again later")]
@@ -104,6 +107,7 @@ impl ErrorCode for IdentityError {
         match self {
             IdentityError::EmailInvalid => "IDENTITY_EMAIL_INVALID",
             IdentityError::PhoneInvalid => "IDENTITY_PHONE_INVALID",
+            IdentityError::PhoneCountryNotAllowed => "IDENTITY_PHONE_COUNTRY_NOT_ALLOWED",
             IdentityError::Password(rule) => rule.code(),
             IdentityError::RateLimited { .. } => "RATE_LIMITED",
             IdentityError::CodeInvalid { .. } => "CODE_INVALID",
@@ -131,6 +135,7 @@ impl ErrorCode for IdentityError {
         match self {
             IdentityError::EmailInvalid
             | IdentityError::PhoneInvalid
+            | IdentityError::PhoneCountryNotAllowed
             | IdentityError::Password(_)
             | IdentityError::CodeInvalid { .. }
             | IdentityError::CodeExpired
@@ -211,6 +216,20 @@ pub fn normalize_phone(raw: &str) -> Result<String, IdentityError> {
     } else {
         Err(IdentityError::PhoneInvalid)
     }
+}
+
+/// The countries (E.164 calling codes) sign-up codes are sent to by SMS: Kinko serves Japan.
+/// Anything else is refused before a message is paid for (SMS pumping).
+pub const SMS_COUNTRY_CODES: &[&str] = &["81"];
+/// Sign-up SMS to one number per day, and to one prefix (the number without its last four
+/// digits) per hour.
+pub const SIGN_UP_SMS_PER_NUMBER_PER_DAY: i64 = 3;
+pub const SIGN_UP_SMS_PER_PREFIX_PER_HOUR: i64 = 10;
+
+/// The number without its last four digits: numbers an SMS-pumping fraud rents come in runs.
+fn phone_prefix(phone: &str) -> &str {
+    let keep = phone.len().saturating_sub(4);
+    phone.get(..keep).unwrap_or(phone)
 }
 
 /// A user as the flows see them.
@@ -462,6 +481,13 @@ impl IdentityService {
     ) -> Result<uuid::Uuid, IdentityError> {
         let email = normalize_email(email)?;
         let phone = normalize_phone(phone)?;
+        if !SMS_COUNTRY_CODES.iter().any(|country| {
+            phone
+                .get(1..)
+                .is_some_and(|digits| digits.starts_with(country))
+        }) {
+            return Err(IdentityError::PhoneCountryNotAllowed);
+        }
         password::check_new_password(password, &email).map_err(IdentityError::Password)?;
         let now_ms = self.now_ms();
         self.db
@@ -472,6 +498,29 @@ impl IdentityService {
                     &format!("signup:ip:{}", source.ip),
                     HOUR_MS,
                     self.config.signups_per_ip_per_hour,
+                )?)?;
+                // The network too (/24, /64): a rotating IPv6 address is one source.
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!("signup:net:{}", ratelimit::network_of(&source.ip)),
+                    HOUR_MS,
+                    self.config.signups_per_ip_per_hour.saturating_mul(3),
+                )?)?;
+                // Counted whether or not the address is known, so the limits tell nothing.
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!("signup_sms:number:{}", ratelimit::key_of(&phone)),
+                    24 * HOUR_MS,
+                    SIGN_UP_SMS_PER_NUMBER_PER_DAY,
+                )?)?;
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!("signup_sms:prefix:{}", phone_prefix(&phone)),
+                    HOUR_MS,
+                    SIGN_UP_SMS_PER_PREFIX_PER_HOUR,
                 )?)?;
                 if let Some(device) = &source.device_token {
                     limit(ratelimit::hit(
@@ -653,18 +702,62 @@ impl IdentityService {
                     HOUR_MS,
                     self.config.logins_per_ip_per_hour,
                 )?)?;
+                // The source's network and device: never the account, so that no one can keep
+                // its holder out by guessing (issue 13, item 3).
+                limit(ratelimit::guess(
+                    tx,
+                    now_ms,
+                    Guess::Password,
+                    Guesser {
+                        account: None,
+                        ip: Some(&source.ip),
+                        device: source.device_token.as_deref(),
+                    },
+                )?)?;
                 user_by_email(tx, &email)
             },
         )?;
         let Some(user) = user.filter(|user| user.status == "active") else {
             password::verify_unknown_user(password);
+            // The same work as a known account's failure: one transaction with a counter
+            // write and an audit entry, so neither the answer nor its time tells them apart.
+            self.db
+                .transaction(|tx: &mut dyn Tx| -> Result<(), IdentityError> {
+                    ratelimit::hit(
+                        tx,
+                        now_ms,
+                        &format!("login_failed:address:{}", ratelimit::key_of(&email)),
+                        HOUR_MS,
+                        ratelimit::LOGIN_FAILURES_MAX,
+                    )?;
+                    audit(
+                        tx,
+                        now_ms,
+                        Actor::System,
+                        "login.failed",
+                        0,
+                        serde_json::json!({ "ip": source.ip, "known": false }),
+                    )
+                })?;
             return Err(IdentityError::LoginFailed);
         };
-        let allowed = matches!(
-            self.db
-                .transaction(|tx: &mut dyn Tx| ratelimit::login_allowed(tx, now_ms, user.id))?,
-            LoginGate::Allowed
-        );
+        let allowed = self
+            .db
+            .transaction(|tx: &mut dyn Tx| -> Result<bool, IdentityError> {
+                Ok(match ratelimit::login_allowed(tx, now_ms, user.id)? {
+                    LoginGate::Allowed => true,
+                    // Throttled, but the holder on a device that passed the second factor still
+                    // signs in; the new session must pass the second factor again for money.
+                    LoginGate::Locked { .. } => match &source.device_token {
+                        Some(token) => {
+                            session::is_trusted_device(tx, user.id, token)?
+                                && crate::passkey::has_second_factor(tx, user.id)
+                                    .map_err(|error| IdentityError::Internal(error.to_string()))?
+                        }
+                        None => false,
+                    },
+                })
+            })?;
         let password_ok = password::verify_password(&user.password_hash, password);
         if !allowed || !password_ok {
             self.db.transaction(|tx: &mut dyn Tx| -> Result<(), IdentityError> {
@@ -1010,7 +1103,34 @@ impl IdentityService {
             .transaction(|tx: &mut dyn Tx| user_by_id(tx, session.user_id))?
             .ok_or(IdentityError::NotFound)?;
         password::check_new_password(new, &user.email).map_err(IdentityError::Password)?;
+        // Whoever holds this session guesses this account's password: limited per account and
+        // device, and each miss counts as a failed sign-in and is audited (issue 13, item 2).
+        let device = session.device_id.to_string();
+        self.db.transaction(|tx: &mut dyn Tx| {
+            limit(ratelimit::guess(
+                tx,
+                now_ms,
+                Guess::Password,
+                Guesser {
+                    account: Some(user.id),
+                    ip: None,
+                    device: Some(&device),
+                },
+            )?)
+        })?;
         if !password::verify_password(&user.password_hash, current) {
+            self.db
+                .transaction(|tx: &mut dyn Tx| -> Result<(), IdentityError> {
+                    ratelimit::record_login_failure(tx, now_ms, user.id)?;
+                    audit(
+                        tx,
+                        now_ms,
+                        Actor::User(user.id),
+                        "password.change_failed",
+                        user.id,
+                        serde_json::json!({ "session_id": session.session_id.to_string() }),
+                    )
+                })?;
             return Err(IdentityError::LoginFailed);
         }
         let hash = password::hash_password(new)
@@ -1059,17 +1179,23 @@ impl IdentityService {
                 HOUR_MS,
                 self.config.recoveries_per_ip_per_hour,
             )?)?;
+            // Per address and source network, before the address is looked up: any address
+            // meets the same 429, and an attacker elsewhere cannot use up the holder's tries.
+            limit(ratelimit::hit(
+                tx,
+                now_ms,
+                &format!(
+                    "recovery:address:{}:net:{}",
+                    ratelimit::key_of(&email),
+                    ratelimit::network_of(&source.ip)
+                ),
+                HOUR_MS,
+                5,
+            )?)?;
             let Some(user) = user_by_email(tx, &email)?.filter(|user| user.status == "active")
             else {
                 return Ok(());
             };
-            limit(ratelimit::hit(
-                tx,
-                now_ms,
-                &format!("recovery:user:{}", uuid::Uuid::from_u128(user.id)),
-                HOUR_MS,
-                5,
-            )?)?;
             self.send_code(
                 tx,
                 now_ms,
@@ -1106,17 +1232,66 @@ impl IdentityService {
         email_code: &str,
         possession: Possession<'_>,
         new_password: &SecretString,
+        source: &Source,
     ) -> Result<(), IdentityError> {
         let now_ms = self.now_ms();
         let email = normalize_email(email).map_err(|_| IdentityError::RecoveryFailed)?;
-        let user = self
-            .db
-            .transaction(|tx: &mut dyn Tx| user_by_email(tx, &email))?
-            .filter(|user| user.status == "active")
-            .ok_or(IdentityError::RecoveryFailed)?;
-        password::check_new_password(new_password, &user.email).map_err(IdentityError::Password)?;
-        self.redeem(user.id, CodePurpose::Recovery, email_code)
-            .map_err(|_| IdentityError::RecoveryFailed)?;
+        // The policy is checked on what the request says, before anything is looked up: a
+        // registered address and an unknown one get the same answer (issue 13, item 1).
+        password::check_new_password(new_password, &email).map_err(IdentityError::Password)?;
+        // Throttled per source network and device, and per address from that network.
+        let user = self.db.transaction(
+            |tx: &mut dyn Tx| -> Result<Option<UserRow>, IdentityError> {
+                limit(ratelimit::guess(
+                    tx,
+                    now_ms,
+                    Guess::Code,
+                    Guesser {
+                        account: None,
+                        ip: Some(&source.ip),
+                        device: source.device_token.as_deref(),
+                    },
+                )?)?;
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!(
+                        "recovery_complete:address:{}:net:{}",
+                        ratelimit::key_of(&email),
+                        ratelimit::network_of(&source.ip)
+                    ),
+                    HOUR_MS,
+                    10,
+                )?)?;
+                Ok(user_by_email(tx, &email)?.filter(|user| user.status == "active"))
+            },
+        )?;
+        // Every failure is audited, for a known account and an unknown address alike.
+        let failed = |user_id: u128, step: &str| -> IdentityError {
+            let audited = self.db.transaction(|tx: &mut dyn Tx| {
+                audit(
+                    tx,
+                    now_ms,
+                    Actor::System,
+                    "recovery.failed",
+                    user_id,
+                    serde_json::json!({ "ip": source.ip, "step": step }),
+                )
+            });
+            match audited {
+                Ok(()) => IdentityError::RecoveryFailed,
+                Err(error) => error,
+            }
+        };
+        let Some(user) = user else {
+            return Err(failed(0, "email_code"));
+        };
+        if self
+            .redeem(user.id, CodePurpose::Recovery, email_code)
+            .is_err()
+        {
+            return Err(failed(user.id, "email_code"));
+        }
         let possession_ok = match possession {
             Possession::SmsCode(code) => self
                 .redeem(user.id, CodePurpose::RecoveryPhone, code)
@@ -1133,17 +1308,7 @@ impl IdentityService {
             })?,
         };
         if !possession_ok {
-            self.db.transaction(|tx: &mut dyn Tx| {
-                audit(
-                    tx,
-                    now_ms,
-                    Actor::User(user.id),
-                    "recovery.failed",
-                    user.id,
-                    serde_json::json!({}),
-                )
-            })?;
-            return Err(IdentityError::RecoveryFailed);
+            return Err(failed(user.id, "possession"));
         }
         let hash = password::hash_password(new_password)
             .map_err(|error| IdentityError::Internal(error.to_string()))?;

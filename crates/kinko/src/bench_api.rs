@@ -476,7 +476,7 @@ impl ServerChild {
     fn start(store: &Store, secret_key: &Option<String>) -> anyhow::Result<Self> {
         let mut child = kinko(secret_key)?
             .env_remove("KINKO_NOTIFY")
-            .env_remove("KINKO_ENV")
+            .env("KINKO_ENV", "sandbox")
             .env_remove("KINKO_BANK_SANDBOX_URL")
             // Enrolling TOTP is a security change that freezes outgoing money for 24 h by
             // default; the benchmark's users pay right after.

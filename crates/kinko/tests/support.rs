@@ -46,10 +46,12 @@ pub fn spawn_server_with(
     environment: &[(&str, &str)],
 ) -> (Child, String) {
     let mut child = kinko()
-        .envs(environment.iter().copied())
+        // Tests run a sandbox, and say so: without KINKO_ENV the server refuses to start.
+        .env("KINKO_ENV", "sandbox")
         .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
-        .env_remove("KINKO_ENV")
         .env_remove("KINKO_NOTIFY")
+        .env_remove("KINKO_METRICS_TOKEN")
+        .envs(environment.iter().copied())
         .arg(subcommand)
         .args(["--port", "0"])
         .args(store)
