@@ -271,10 +271,21 @@ impl ErrorCode for GatewayError {
 
 pub trait EmailGateway: Send + Sync {
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError>;
+
+    /// True only for the sandbox, whose outbox *is* the delivery: every other gateway's
+    /// delivered (or abandoned) message loses its body, one-time codes included.
+    fn keeps_delivered(&self) -> bool {
+        false
+    }
 }
 
 pub trait SmsGateway: Send + Sync {
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError>;
+
+    /// See [`EmailGateway::keeps_delivered`].
+    fn keeps_delivered(&self) -> bool {
+        false
+    }
 }
 
 /// The sandbox: "delivering" only marks the message sent; it stays readable in the outbox.
@@ -282,6 +293,10 @@ pub trait SmsGateway: Send + Sync {
 pub struct SandboxGateway;
 
 impl EmailGateway for SandboxGateway {
+    fn keeps_delivered(&self) -> bool {
+        true
+    }
+
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError> {
         tracing::info!(
             message_id = %message.id,
@@ -293,6 +308,10 @@ impl EmailGateway for SandboxGateway {
 }
 
 impl SmsGateway for SandboxGateway {
+    fn keeps_delivered(&self) -> bool {
+        true
+    }
+
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError> {
         tracing::info!(
             message_id = %message.id,
@@ -422,15 +441,23 @@ pub fn deliver_pending(
 
     let mut report = DeliveryReport::default();
     for message in &claimed {
-        let outcome = match message.channel {
-            Channel::Email => gateways.email.send(message),
-            Channel::Sms => gateways.sms.send(message),
+        let (outcome, keeps) = match message.channel {
+            Channel::Email => (
+                gateways.email.send(message),
+                gateways.email.keeps_delivered(),
+            ),
+            Channel::Sms => (gateways.sms.send(message), gateways.sms.keeps_delivered()),
         };
+        // Once a message has left (or never will), its body — which may hold a one-time code
+        // — is not kept: a database reader finds no code of the past (issue 13, item 6).
+        let body = if keeps { "body" } else { "''" };
         match outcome {
             Ok(()) => {
                 database.transaction(|tx: &mut dyn Tx| {
                     tx.execute(
-                        "UPDATE notify_outbox SET sent_at = $2 WHERE id = $1",
+                        &format!(
+                            "UPDATE notify_outbox SET sent_at = $2, body = {body} WHERE id = $1"
+                        ),
                         &[Value::Uuid(message.id.as_u128()), Value::Int(now_ms)],
                     )
                 })?;
@@ -449,7 +476,9 @@ pub fn deliver_pending(
                     // A refusal for good is not retried: spend the remaining attempts.
                     database.transaction(|tx: &mut dyn Tx| {
                         tx.execute(
-                            "UPDATE notify_outbox SET attempts = $2 WHERE id = $1",
+                            &format!(
+                                "UPDATE notify_outbox SET attempts = $2, body = {body} WHERE id = $1"
+                            ),
                             &[
                                 Value::Uuid(message.id.as_u128()),
                                 Value::Int(DELIVERY_ATTEMPTS_MAX),
@@ -817,7 +846,39 @@ mod tests {
         a_failing_gateway_is_retried_at_most_five_times,
         a_refused_message_is_not_retried,
         a_message_is_delivered_once_by_racing_workers,
+        a_delivered_message_keeps_no_code,
     );
+
+    /// Before: every body, one-time codes included, stayed in `notify_outbox` forever.
+    fn a_delivered_message_keeps_no_code(backend: &str) {
+        static CALLS_SQLITE: AtomicUsize = AtomicUsize::new(0);
+        static CALLS_POSTGRES: AtomicUsize = AtomicUsize::new(0);
+        let calls = if backend == "sqlite" {
+            &CALLS_SQLITE
+        } else {
+            &CALLS_POSTGRES
+        };
+        let (database, _dir) = database(backend);
+        enqueue_committed(&database, T0_MS, &message("a@example.com", "code 12345678"));
+        enqueue_committed(&database, T0_MS, &message("b@example.com", "code 87654321"));
+        let delivered = deliver(&database, T0_MS + 10, &gateways(calls, Ok(())));
+        assert_eq!(delivered.sent, 2);
+        for destination in ["a@example.com", "b@example.com"] {
+            let kept = outbox(&database, destination);
+            assert_eq!(kept.len(), 1);
+            assert_eq!(kept[0].sent_at_ms, Some(T0_MS + 10));
+            assert_eq!(kept[0].body, "", "the code left with the message");
+        }
+        // A message refused for good is not kept either.
+        enqueue_committed(&database, T0_MS, &message("c@example.com", "code 11223344"));
+        let refused = deliver(
+            &database,
+            T0_MS + 20,
+            &gateways(calls, Err(GatewayError::Rejected)),
+        );
+        assert_eq!(refused.abandoned, 1);
+        assert_eq!(outbox(&database, "c@example.com")[0].body, "");
+    }
 
     const T0_MS: i64 = 1_750_000_000_000;
 
