@@ -147,7 +147,39 @@ pub fn hit(
     window_ms: i64,
     max: i64,
 ) -> Result<Decision, StoreError> {
-    if window_ms <= 0 || max <= 0 || bucket.is_empty() || bucket.len() > BUCKET_BYTES_MAX {
+    if max <= 0 {
+        return Err(StoreError::new(
+            "rate limit: a maximum that is not positive",
+        ));
+    }
+    let (stored_start, hits) = count(tx, now_ms, bucket, window_ms)?;
+    if hits <= max {
+        Ok(Decision::Allowed)
+    } else {
+        Ok(Decision::Limited {
+            retry_after_ms: (stored_start + window_ms - now_ms).max(1),
+        })
+    }
+}
+
+/// Counts one hit on `bucket` as [`hit`] does and returns how many the window now holds, for
+/// callers that answer with the count (the tries left at a code that does not exist).
+pub fn hit_count(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    bucket: &str,
+    window_ms: i64,
+) -> Result<i64, StoreError> {
+    Ok(count(tx, now_ms, bucket, window_ms)?.1)
+}
+
+fn count(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    bucket: &str,
+    window_ms: i64,
+) -> Result<(i64, i64), StoreError> {
+    if window_ms <= 0 || bucket.is_empty() || bucket.len() > BUCKET_BYTES_MAX {
         return Err(StoreError::new(
             "rate limit: empty or oversized bucket, or a window or maximum that is not positive",
         ));
@@ -166,14 +198,7 @@ pub fn hit(
          RETURNING window_start, hits",
         &[bucket.into(), Value::Int(window_start)],
     )?;
-    let (stored_start, hits) = (row.int(0)?, row.int(1)?);
-    if hits <= max {
-        Ok(Decision::Allowed)
-    } else {
-        Ok(Decision::Limited {
-            retry_after_ms: (stored_start + window_ms - now_ms).max(1),
-        })
-    }
+    Ok((row.int(0)?, row.int(1)?))
 }
 
 /// Deletes windows that started before `now_ms - keep_ms` (give the longest window in use);

@@ -36,6 +36,9 @@ pub struct IdentityConfig {
     pub logins_per_ip_per_hour: i64,
     /// Recovery requests per source IP per hour.
     pub recoveries_per_ip_per_hour: i64,
+    /// A sign-up not verified within this long no longer holds its address: the next sign-up
+    /// of the address takes it over (no one can squat an address they cannot verify).
+    pub pending_signup_ttl_ms: i64,
 }
 
 impl IdentityConfig {
@@ -45,6 +48,7 @@ impl IdentityConfig {
         signups_per_device_per_hour: 5,
         logins_per_ip_per_hour: 300,
         recoveries_per_ip_per_hour: 20,
+        pending_signup_ttl_ms: 24 * 60 * 60 * 1_000,
     };
 }
 
@@ -535,14 +539,35 @@ impl IdentityService {
             })?;
         let password_hash = password::hash_password(password)
             .map_err(|error| IdentityError::Internal(error.to_string()))?;
-        let user_id = uuid::Uuid::now_v7();
-        self.db.transaction(|tx: &mut dyn Tx| {
-            if user_by_email(tx, &email)?.is_some() {
+        let new_id = uuid::Uuid::now_v7();
+        let user_id = self.db.transaction(|tx: &mut dyn Tx| -> Result<uuid::Uuid, IdentityError> {
+            let existing = user_by_email(tx, &email)?;
+            if let Some(stale) = self.stale_pending(tx, now_ms, existing.as_ref())? {
+                // Never verified in time: the address is free again. The row is reused (its
+                // id may be referenced) with everything the squatter set replaced, and every
+                // code it was sent dies.
+                tx.execute(
+                    "UPDATE identity_users SET phone = $2, password_hash = $3, created_at = $4,
+                         email_verified_at = NULL, phone_verified_at = NULL
+                     WHERE id = $1 AND status = 'pending'",
+                    &[Value::Uuid(stale), phone.as_str().into(), password_hash.as_str().into(), Value::Int(now_ms)],
+                )?;
+                tx.execute(
+                    "UPDATE identity_codes SET expires_at = $2 WHERE user_id = $1 AND expires_at > $2",
+                    &[Value::Uuid(stale), Value::Int(now_ms)],
+                )?;
+                self.send_code(tx, now_ms, stale, CodePurpose::VerifyEmail, Channel::Email, &email)?;
+                self.send_code(tx, now_ms, stale, CodePurpose::VerifyPhone, Channel::Sms, &phone)?;
+                audit(tx, now_ms, Actor::User(stale), "user.signup", stale, serde_json::json!({ "ip": source.ip, "replaced_expired_pending": true }))?;
+                return Ok(uuid::Uuid::from_u128(stale));
+            }
+            let user_id = new_id;
+            if existing.is_some() {
                 send(tx, now_ms, Channel::Email, &email, "signup_existing",
                     "Kinko: 登録の試み / A sign-up attempt",
                     "このメールアドレスで Kinko への登録が試みられましたが、既にアカウントがあります。お心当たりがなければ、何もする必要はありません。\n\
                      Someone tried to sign up to Kinko with this address, which already has an account. If it was not you, you need not do anything.")?;
-                return Ok(());
+                return Ok(user_id);
             }
             tx.execute(
                 "INSERT INTO identity_users (id, email, phone, password_hash, status, created_at)
@@ -551,9 +576,35 @@ impl IdentityService {
             )?;
             self.send_code(tx, now_ms, user_id.as_u128(), CodePurpose::VerifyEmail, Channel::Email, &email)?;
             self.send_code(tx, now_ms, user_id.as_u128(), CodePurpose::VerifyPhone, Channel::Sms, &phone)?;
-            audit(tx, now_ms, Actor::User(user_id.as_u128()), "user.signup", user_id.as_u128(), serde_json::json!({ "ip": source.ip }))
+            audit(tx, now_ms, Actor::User(user_id.as_u128()), "user.signup", user_id.as_u128(), serde_json::json!({ "ip": source.ip }))?;
+            Ok(user_id)
         })?;
         Ok(user_id)
+    }
+
+    /// The id of `existing` if it is a sign-up left unverified past
+    /// [`IdentityConfig::pending_signup_ttl_ms`].
+    fn stale_pending(
+        &self,
+        tx: &mut dyn Tx,
+        now_ms: i64,
+        existing: Option<&UserRow>,
+    ) -> Result<Option<u128>, IdentityError> {
+        let Some(user) = existing.filter(|user| user.status == "pending") else {
+            return Ok(None);
+        };
+        let row = tx.query_opt(
+            "SELECT created_at FROM identity_users WHERE id = $1",
+            &[Value::Uuid(user.id)],
+        )?;
+        let created_at = match row {
+            Some(row) => row.int(0)?,
+            None => return Ok(None),
+        };
+        Ok(
+            (now_ms.saturating_sub(created_at) >= self.config.pending_signup_ttl_ms)
+                .then_some(user.id),
+        )
     }
 
     fn send_code(

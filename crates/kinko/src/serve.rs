@@ -348,6 +348,17 @@ fn identity_config() -> anyhow::Result<IdentityConfig> {
         );
         config.outgoing_freeze_ms = seconds * 1_000;
     }
+    if let Ok(text) = std::env::var("KINKO_PENDING_SIGNUP_TTL_S") {
+        let seconds: i64 = text
+            .trim()
+            .parse()
+            .context("KINKO_PENDING_SIGNUP_TTL_S must be a whole number of seconds")?;
+        anyhow::ensure!(
+            (1..=30 * 24 * 3_600).contains(&seconds),
+            "KINKO_PENDING_SIGNUP_TTL_S must be between 1 and 2592000 (30 days)"
+        );
+        config.pending_signup_ttl_ms = seconds * 1_000;
+    }
     Ok(config)
 }
 

@@ -20,6 +20,8 @@ both!(
     password_guesses_through_a_session_are_limited_and_counted,
     the_holder_signs_in_from_a_trusted_device_while_the_account_is_throttled,
     sign_up_sms_is_limited_per_number_and_prefix_and_country,
+    a_taken_address_answers_like_a_free_one_at_verify,
+    a_pending_sign_up_never_squats_an_address,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase 2026";
@@ -196,4 +198,73 @@ fn sign_up_sms_is_limited_per_number_and_prefix_and_country(backend: &str) {
     }
     server.assert_problem(&sign_up(30, "+819022229999"), 429, "RATE_LIMITED");
     assert!(server.messages_to("+819022229999").is_empty());
+}
+
+fn sign_up_id(server: &Server, email: &str, phone: &str) -> String {
+    let response = server.call(
+        "POST",
+        "/api/v1/signup",
+        Some(json!({ "email": email, "password": PASSWORD, "phone": phone })),
+        None,
+    );
+    assert_eq!(response.status, 202, "{}", response.body);
+    json_of(&response)["user_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn verify(server: &Server, user_id: &str, channel: &str, code: &str) -> support::HttpResponse {
+    server.call(
+        "POST",
+        &format!("/api/v1/signup/{user_id}/verify"),
+        Some(json!({ "channel": channel, "code": code })),
+        None,
+    )
+}
+
+/// Before: the id handed out for a taken address answered `CODE_INVALID` for ever, a real
+/// one `CODE_EXPIRED` after five wrong tries.
+fn a_taken_address_answers_like_a_free_one_at_verify(backend: &str) {
+    let server = Server::start(backend, &[]);
+    server.active_user("taken@example.jp", "+819044440000");
+    let fake = sign_up_id(&server, "taken@example.jp", "+819044441111");
+    let real = sign_up_id(&server, "free@example.jp", "+819044442222");
+    let wrong = if server.code_sent("free@example.jp", "verify_email") == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    let answers = |user_id: &str| {
+        (0..6)
+            .map(|_| {
+                let response = verify(&server, user_id, "email", wrong);
+                (response.status, json_of(&response)["code"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    let (fake_answers, real_answers) = (answers(&fake), answers(&real));
+    assert_eq!(fake_answers, real_answers);
+    assert_eq!(real_answers[5].1, "CODE_EXPIRED", "{real_answers:?}");
+}
+
+/// Before: a pending sign-up held its address for ever; the owner's own sign-up got a fake id.
+fn a_pending_sign_up_never_squats_an_address(backend: &str) {
+    let server = Server::start(backend, &[("KINKO_PENDING_SIGNUP_TTL_S", "1")]);
+    let squatter = sign_up_id(&server, "owner@example.jp", "+819066660001");
+    let squatter_code = server.code_sent("+819066660001", "verify_phone");
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let owner = sign_up_id(&server, "owner@example.jp", "+819066660002");
+    // The squatter's code is dead (on whichever id the owner got).
+    for user_id in [&squatter, &owner] {
+        assert_eq!(verify(&server, user_id, "sms", &squatter_code).status, 400);
+    }
+    let email_code = server.code_sent("owner@example.jp", "verify_email");
+    let phone_code = server.code_sent("+819066660002", "verify_phone");
+    assert_eq!(verify(&server, &owner, "email", &email_code).status, 200);
+    let done = verify(&server, &owner, "sms", &phone_code);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(json_of(&done)["status"], "active");
+    assert_eq!(json_of(&done)["phone"], "+819066660002");
+    server.assert_audit_chain_intact();
 }
