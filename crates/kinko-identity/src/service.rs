@@ -1138,6 +1138,18 @@ impl IdentityService {
             "Kinko: セキュリティ設定が変更されました / Your security settings changed",
             &security_change_notice(what, self.config.outgoing_freeze_ms),
         )?;
+        if what == "account_recovered" {
+            // Whoever recovered may hold the mailbox: the registered phone hears it too.
+            send(
+                tx,
+                now_ms,
+                Channel::Sms,
+                &user.phone,
+                what,
+                "",
+                "Kinko: アカウントが復旧され、パスワードが変わりました。心当たりがなければサポートへ。 / Your Kinko account was recovered and its password changed. Not you? Contact support.",
+            )?;
+        }
         Ok(())
     }
 

@@ -22,6 +22,8 @@ both!(
     sign_up_sms_is_limited_per_number_and_prefix_and_country,
     a_taken_address_answers_like_a_free_one_at_verify,
     a_pending_sign_up_never_squats_an_address,
+    the_forwarded_address_counts_only_from_a_trusted_proxy,
+    recovery_is_told_to_the_registered_phone_too,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase 2026";
@@ -267,4 +269,79 @@ fn a_pending_sign_up_never_squats_an_address(backend: &str) {
     assert_eq!(json_of(&done)["status"], "active");
     assert_eq!(json_of(&done)["phone"], "+819066660002");
     server.assert_audit_chain_intact();
+}
+
+fn start_recovery_from(server: &Server, forwarded_for: &str) -> u16 {
+    let body = json!({ "email": "taro@example.jp" }).to_string();
+    http_with(
+        &server.address,
+        "POST",
+        "/api/v1/recovery",
+        Some(&body),
+        &[("X-Forwarded-For", forwarded_for)],
+    )
+    .status
+}
+
+/// `KINKO_TRUSTED_PROXIES`: behind a proxy, limits key on the client's network; without the
+/// setting, a client's own `X-Forwarded-For` changes nothing.
+fn the_forwarded_address_counts_only_from_a_trusted_proxy(backend: &str) {
+    let direct = Server::start(backend, &[]);
+    for index in 0..5 {
+        assert_eq!(
+            start_recovery_from(&direct, &format!("198.51.{index}.1")),
+            202
+        );
+    }
+    assert_eq!(
+        start_recovery_from(&direct, "203.0.113.9"),
+        429,
+        "the header was believed"
+    );
+    drop(direct);
+
+    let proxied = Server::start(backend, &[("KINKO_TRUSTED_PROXIES", "127.0.0.1, ::1")]);
+    for index in 0..5 {
+        assert_eq!(
+            start_recovery_from(&proxied, &format!("198.51.100.{index}")),
+            202
+        );
+    }
+    // Another address in the same /24 is the same source…
+    assert_eq!(start_recovery_from(&proxied, "198.51.100.200"), 429);
+    // …another network is not, and a spoofed left-hand entry changes nothing.
+    assert_eq!(
+        start_recovery_from(&proxied, "198.51.100.7, 203.0.113.9"),
+        202
+    );
+}
+
+/// Before: only the e-mail address heard of a recovery, and whoever recovered may hold it.
+fn recovery_is_told_to_the_registered_phone_too(backend: &str) {
+    let server = Server::start(backend, &[]);
+    server.active_user("taro@example.jp", "+818011112222");
+    let started = server.call(
+        "POST",
+        "/api/v1/recovery",
+        Some(json!({ "email": "taro@example.jp" })),
+        None,
+    );
+    assert_eq!(started.status, 202);
+    let email_code = server.code_sent("taro@example.jp", "recovery");
+    let sms_code = server.code_sent("+818011112222", "recovery_phone");
+    let done = server.call(
+        "POST",
+        "/api/v1/recovery/complete",
+        Some(json!({ "email": "taro@example.jp", "email_code": email_code, "sms_code": sms_code, "new_password": NEW_PASSWORD })),
+        None,
+    );
+    assert_eq!(done.status, 204, "{}", done.body);
+    assert!(
+        server
+            .messages_to("+818011112222")
+            .iter()
+            .any(|message| message["purpose"] == "account_recovered"),
+        "{:?}",
+        server.messages_to("+818011112222")
+    );
 }
