@@ -222,6 +222,10 @@ pub fn normalize_phone(raw: &str) -> Result<String, IdentityError> {
     }
 }
 
+/// How long after a contact change further changes are still told to the contacts as they
+/// were before it (at least; the outgoing-money freeze when that is longer).
+pub const CONTACT_NOTICE_COOL_OFF_MS: i64 = 24 * 60 * 60 * 1_000;
+
 /// The countries (E.164 calling codes) sign-up codes are sent to by SMS: Kinko serves Japan.
 /// Anything else is refused before a message is paid for (SMS pumping).
 pub const SMS_COUNTRY_CODES: &[&str] = &["81"];
@@ -1482,11 +1486,33 @@ impl IdentityService {
                 ),
                 &[Value::Uuid(user), pending.as_str().into(), Value::Int(now_ms)],
             )?;
-            // `row` holds the old contacts: the notice goes to the old e-mail address, and a
-            // phone change is also told to the old number.
-            self.lock_down(tx, now_ms, &row, Some(session.session_id), what)?;
+            // Notices go to the contacts as they were before the first change of this cool-off:
+            // a thief who changed the e-mail first must not hear of the phone change on it.
+            let before = tx.query_one(
+                "SELECT notice_email, notice_phone, notice_until FROM identity_users WHERE id = $1",
+                &[Value::Uuid(user)],
+            )?;
+            let (notice_email, notice_phone) = match before.opt_int(2)? {
+                Some(until) if until > now_ms => (
+                    before.opt_text(0)?.unwrap_or_else(|| row.email.clone()),
+                    before.opt_text(1)?.unwrap_or_else(|| row.phone.clone()),
+                ),
+                _ => (row.email.clone(), row.phone.clone()),
+            };
+            tx.execute(
+                "UPDATE identity_users SET notice_email = $2, notice_phone = $3, notice_until = $4
+                 WHERE id = $1",
+                &[
+                    Value::Uuid(user),
+                    notice_email.as_str().into(),
+                    notice_phone.as_str().into(),
+                    Value::Int(now_ms.saturating_add(self.config.outgoing_freeze_ms.max(CONTACT_NOTICE_COOL_OFF_MS))),
+                ],
+            )?;
+            let told = UserRow { email: notice_email, phone: notice_phone, ..row };
+            self.lock_down(tx, now_ms, &told, Some(session.session_id), what)?;
             if channel == Channel::Sms {
-                send(tx, now_ms, Channel::Sms, &row.phone, what, "Kinko",
+                send(tx, now_ms, Channel::Sms, &told.phone, what, "Kinko",
                     "Kinko に登録の電話番号が変更されました。お心当たりがなければサポートへご連絡ください。 / The phone number of your Kinko account was changed. If this was not you, contact support.")?;
             }
             audit(tx, now_ms, Actor::User(user), what, user, serde_json::json!({}))?;

@@ -52,6 +52,10 @@ pub const SQLITE: &[Migration] = &[
         "0011_passkey_approvals",
         include_str!("../migrations/sqlite/0011_passkey_approvals.sql"),
     ),
+    (
+        "0020_contact_notices",
+        include_str!("../migrations/sqlite/0020_contact_notices.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -98,6 +102,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0011_passkey_approvals",
         include_str!("../migrations/postgres/0011_passkey_approvals.sql"),
+    ),
+    (
+        "0020_contact_notices",
+        include_str!("../migrations/postgres/0020_contact_notices.sql"),
     ),
 ];
 

@@ -24,6 +24,7 @@ both!(
     a_pending_sign_up_never_squats_an_address,
     the_forwarded_address_counts_only_from_a_trusted_proxy,
     recovery_is_told_to_the_registered_phone_too,
+    contact_change_notices_go_to_the_contacts_before_the_first_change,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase 2026";
@@ -344,4 +345,45 @@ fn recovery_is_told_to_the_registered_phone_too(backend: &str) {
         "{:?}",
         server.messages_to("+818011112222")
     );
+}
+
+fn change_contact(server: &Server, token: &str, what: &str, new_value: &str, purpose: &str) {
+    let started = server.call(
+        "POST",
+        &format!("/api/v1/me/{what}"),
+        Some(json!({ "new_value": new_value })),
+        Some(token),
+    );
+    assert_eq!(started.status, 202, "{}", started.body);
+    let code = server.code_sent(new_value, purpose);
+    let confirmed = server.call(
+        "POST",
+        &format!("/api/v1/me/{what}/confirm"),
+        Some(json!({ "code": code })),
+        Some(token),
+    );
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+}
+
+/// Before: a thief who changed the e-mail first received the phone change's notice on the
+/// address they had just set.
+fn contact_change_notices_go_to_the_contacts_before_the_first_change(backend: &str) {
+    let server = Server::start(backend, &[]);
+    server.active_user("holder@example.jp", "+819077770000");
+    let token = server.token("holder@example.jp");
+    change_contact(&server, &token, "email", "thief@example.jp", "verify_email");
+    change_contact(&server, &token, "phone", "+819077779999", "verify_phone");
+    let purposes = |destination: &str| {
+        server
+            .messages_to(destination)
+            .iter()
+            .map(|message| message["purpose"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let holder = purposes("holder@example.jp");
+    assert!(holder.contains(&"email_changed".to_owned()), "{holder:?}");
+    assert!(holder.contains(&"phone_changed".to_owned()), "{holder:?}");
+    let thief = purposes("thief@example.jp");
+    assert!(!thief.contains(&"phone_changed".to_owned()), "{thief:?}");
+    assert!(purposes("+819077770000").contains(&"phone_changed".to_owned()));
 }
