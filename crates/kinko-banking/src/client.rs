@@ -7,8 +7,8 @@
 //! from a bank is parsed strictly; an answer that does not fit the protocol is an error, never
 //! a guess.
 
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use p256::ecdsa::SigningKey;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -22,6 +22,11 @@ use crate::protocol::{self, jws};
 pub const ASSERTION_LIFETIME_MS: i64 = 60_000;
 /// Every call to a bank gives up after this long.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bank's key set is fetched again for an unknown `kid` at most this often: anyone can post
+/// a webhook naming a made-up `kid`, and must not make Kinko call the bank on every request.
+/// A bank that rotates publishes the new key before signing with it, so one fetch a minute
+/// finds it.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// Bank answers bigger than this are refused unread.
 const ANSWER_LENGTH_MAX_BYTES: u64 = 64 * 1_024;
 
@@ -118,13 +123,17 @@ pub struct PublishedKey {
 }
 
 /// Kinko as one bank's client: its client id there, its signing key, the bank's endpoints, and
-/// the bank's webhook keys (fetched when first needed and again on an unknown `kid`).
+/// the bank's webhook keys (fetched when first needed and again on an unknown `kid`, at most
+/// once per [`JWKS_REFETCH_INTERVAL`]).
 pub struct BankClient {
     agent: ureq::Agent,
     client_id: String,
     key: SigningKey,
     endpoints: BankEndpoints,
     published_keys: RwLock<Vec<PublishedKey>>,
+    /// When the key set was last fetched; held while fetching, so callers queue behind one
+    /// fetch instead of each making their own.
+    published_keys_fetched: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for BankClient {
@@ -252,6 +261,7 @@ impl BankClient {
             key,
             endpoints,
             published_keys: RwLock::new(Vec::new()),
+            published_keys_fetched: Mutex::new(None),
         }
     }
 
@@ -570,18 +580,36 @@ impl BankClient {
     }
 
     /// The bank's webhook signing key named `kid`: from the cache, else fetched afresh (a
-    /// bank rotates keys by publishing the new one first).
+    /// bank rotates keys by publishing the new one first) — but not more than once per
+    /// [`JWKS_REFETCH_INTERVAL`]: an unknown `kid` within it is simply unknown.
     pub fn published_key(&self, kid: &str) -> Result<Option<jws::Jwk>, BankClientError> {
-        let cached = |keys: &[PublishedKey]| {
+        let cached = || {
+            self.published_keys.read().ok().and_then(|keys| {
+                keys.iter()
+                    .find(|key| key.kid == kid)
+                    .map(|key| key.jwk.clone())
+            })
+        };
+        if let Some(jwk) = cached() {
+            return Ok(Some(jwk));
+        }
+        let mut fetched = self
+            .published_keys_fetched
+            .lock()
+            .map_err(|_| BankClientError::Malformed("the key cache is poisoned"))?;
+        // Another caller may have fetched while this one waited.
+        if let Some(jwk) = cached() {
+            return Ok(Some(jwk));
+        }
+        if fetched.is_some_and(|at| at.elapsed() < JWKS_REFETCH_INTERVAL) {
+            return Ok(None);
+        }
+        *fetched = Some(Instant::now());
+        let find = |keys: &[PublishedKey]| {
             keys.iter()
                 .find(|key| key.kid == kid)
                 .map(|key| key.jwk.clone())
         };
-        if let Ok(keys) = self.published_keys.read()
-            && let Some(jwk) = cached(&keys)
-        {
-            return Ok(Some(jwk));
-        }
         let response = self.agent.get(&self.endpoints.jwks_uri).call()?;
         let document = answer_json(response)?;
         let keys: Vec<PublishedKey> = document
@@ -596,7 +624,7 @@ impl BankClient {
                 Some(PublishedKey { kid, jwk })
             })
             .collect();
-        let found = cached(&keys);
+        let found = find(&keys);
         if let Ok(mut slot) = self.published_keys.write() {
             *slot = keys;
         }
@@ -700,4 +728,66 @@ pub fn query_encode(value: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A bank whose key set is empty, counting how often it is fetched.
+    fn counting_bank() -> (String, Arc<AtomicUsize>) {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&fetches);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                    line.clear();
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"keys":[]}"#;
+                let mut stream = &stream;
+                if let Err(error) = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                ) {
+                    eprintln!("answering: {error}");
+                }
+            }
+        });
+        (format!("http://{address}"), fetches)
+    }
+
+    #[test]
+    fn unknown_kids_cannot_make_kinko_fetch_the_key_set_per_request() {
+        let (issuer, fetches) = counting_bank();
+        let endpoints = BankEndpoints {
+            issuer: issuer.clone(),
+            authorization_endpoint: format!("{issuer}/authorize"),
+            pushed_authorization_request_endpoint: format!("{issuer}/par"),
+            token_endpoint: format!("{issuer}/token"),
+            revocation_endpoint: format!("{issuer}/revoke"),
+            jwks_uri: format!("{issuer}/jwks"),
+        };
+        let key = jws::generate_key().unwrap_or_else(|error| panic!("{error}"));
+        let client = BankClient::new(agent(), "kinko".to_owned(), key, endpoints);
+        for attempt in 0..50 {
+            let found = client
+                .published_key(&format!("made-up-{attempt}"))
+                .unwrap_or_else(|error| panic!("{error}"));
+            assert!(found.is_none());
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "one fetch per interval");
+    }
 }

@@ -380,7 +380,25 @@ pub fn redeem(
         &[Value::Uuid(user_id), purpose.as_str().into()],
     )?;
     let Some(row) = row else {
-        return Err(CodeError::Invalid);
+        // No code at all (an id handed out for a sign-up of an address that already has an
+        // account, or a made-up one): answer exactly as a wrong try at a real code would —
+        // counted, tries left, then spent — so the answers never tell the two apart.
+        let tries = crate::ratelimit::hit_count(
+            tx,
+            now_ms,
+            &format!(
+                "code_absent:{}:{}",
+                uuid::Uuid::from_u128(user_id),
+                purpose.as_str()
+            ),
+            CODE_LIFETIME_MS,
+        )?;
+        if tries > CODE_ATTEMPTS_MAX {
+            return Err(CodeError::TooManyAttempts);
+        }
+        return Ok(CodeCheck::Wrong {
+            attempts_left: CODE_ATTEMPTS_MAX - tries,
+        });
     };
     let id = row.uuid(0)?;
     let stored_hash = row.bytes(1)?;
@@ -436,7 +454,37 @@ mod tests {
         a_code_only_works_for_its_user,
         a_wrong_try_survives_the_caller_committing,
         issuing_is_capped_per_hour,
+        a_missing_code_answers_like_a_wrong_one,
     );
+
+    /// Before: an id with no code (the one a sign-up of a taken address hands out) answered
+    /// `Invalid` for ever, while a real one was spent after five tries — an oracle.
+    fn a_missing_code_answers_like_a_wrong_one(backend: &str) {
+        let (database, _dir) = database(backend);
+        let real = insert_user(&database, T0_MS);
+        let code = issue_committed(&database, T0_MS, real, CodePurpose::VerifyEmail);
+        let wrong = other_than(&code);
+        let absent = uuid::Uuid::now_v7().as_u128();
+        let answers = |user: u128| {
+            (0..=CODE_ATTEMPTS_MAX)
+                .map(|index| {
+                    try_code(
+                        &database,
+                        T0_MS + 1 + index,
+                        user,
+                        CodePurpose::VerifyEmail,
+                        &wrong,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let (real_answers, absent_answers) = (answers(real), answers(absent));
+        assert_eq!(real_answers, absent_answers);
+        assert_eq!(
+            absent_answers.last(),
+            Some(&Err(CodeError::TooManyAttempts))
+        );
+    }
 
     const T0_MS: i64 = 1_750_000_000_000;
 
@@ -622,7 +670,9 @@ mod tests {
         let code = issue_committed(&database, T0_MS, user, CodePurpose::VerifyEmail);
         assert_eq!(
             try_code(&database, T0_MS + 1, user, CodePurpose::Recovery, &code),
-            Err(CodeError::Invalid)
+            Err(CodeError::Wrong {
+                attempts_left: CODE_ATTEMPTS_MAX - 1
+            })
         );
         // A live code for the other purpose does not accept it either.
         let recovery = issue_committed(&database, T0_MS, user, CodePurpose::Recovery);
@@ -647,7 +697,9 @@ mod tests {
         let code = issue_committed(&database, T0_MS, owner, CodePurpose::VerifyPhone);
         assert_eq!(
             try_code(&database, T0_MS + 1, other, CodePurpose::VerifyPhone, &code),
-            Err(CodeError::Invalid)
+            Err(CodeError::Wrong {
+                attempts_left: CODE_ATTEMPTS_MAX - 1
+            })
         );
         assert_eq!(
             try_code(&database, T0_MS + 1, owner, CodePurpose::VerifyPhone, &code),

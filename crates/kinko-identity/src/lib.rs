@@ -2,6 +2,7 @@
 //!
 //! Modules (each owns its tables in `migrations/*/0003_identity.sql`):
 //! - `password` — argon2id hashing, refusal of common and breached passwords.
+//! - `environment` — the one place that decides "sandbox or not" (`KINKO_ENV`).
 //! - `codes` — one-time codes sent to a registered e-mail address or phone.
 //! - `notify` — the notification outbox; e-mail (SMTP) and SMS gateways; sandbox gateways.
 //! - `ratelimit` — limits on every guess and every sign-up, per source.
@@ -14,6 +15,7 @@
 //! - `service` — the flows that tie them together: sign-up, login, recovery…
 
 pub mod codes;
+pub mod environment;
 pub mod kyc;
 pub mod notify;
 pub mod operator;

@@ -271,10 +271,21 @@ impl ErrorCode for GatewayError {
 
 pub trait EmailGateway: Send + Sync {
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError>;
+
+    /// True only for the sandbox, whose outbox *is* the delivery: every other gateway's
+    /// delivered (or abandoned) message loses its body, one-time codes included.
+    fn keeps_delivered(&self) -> bool {
+        false
+    }
 }
 
 pub trait SmsGateway: Send + Sync {
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError>;
+
+    /// See [`EmailGateway::keeps_delivered`].
+    fn keeps_delivered(&self) -> bool {
+        false
+    }
 }
 
 /// The sandbox: "delivering" only marks the message sent; it stays readable in the outbox.
@@ -282,6 +293,10 @@ pub trait SmsGateway: Send + Sync {
 pub struct SandboxGateway;
 
 impl EmailGateway for SandboxGateway {
+    fn keeps_delivered(&self) -> bool {
+        true
+    }
+
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError> {
         tracing::info!(
             message_id = %message.id,
@@ -293,6 +308,10 @@ impl EmailGateway for SandboxGateway {
 }
 
 impl SmsGateway for SandboxGateway {
+    fn keeps_delivered(&self) -> bool {
+        true
+    }
+
     fn send(&self, message: &OutboxMessage) -> Result<(), GatewayError> {
         tracing::info!(
             message_id = %message.id,
@@ -422,15 +441,23 @@ pub fn deliver_pending(
 
     let mut report = DeliveryReport::default();
     for message in &claimed {
-        let outcome = match message.channel {
-            Channel::Email => gateways.email.send(message),
-            Channel::Sms => gateways.sms.send(message),
+        let (outcome, keeps) = match message.channel {
+            Channel::Email => (
+                gateways.email.send(message),
+                gateways.email.keeps_delivered(),
+            ),
+            Channel::Sms => (gateways.sms.send(message), gateways.sms.keeps_delivered()),
         };
+        // Once a message has left (or never will), its body — which may hold a one-time code
+        // — is not kept: a database reader finds no code of the past (issue 13, item 6).
+        let body = if keeps { "body" } else { "''" };
         match outcome {
             Ok(()) => {
                 database.transaction(|tx: &mut dyn Tx| {
                     tx.execute(
-                        "UPDATE notify_outbox SET sent_at = $2 WHERE id = $1",
+                        &format!(
+                            "UPDATE notify_outbox SET sent_at = $2, body = {body} WHERE id = $1"
+                        ),
                         &[Value::Uuid(message.id.as_u128()), Value::Int(now_ms)],
                     )
                 })?;
@@ -449,7 +476,9 @@ pub fn deliver_pending(
                     // A refusal for good is not retried: spend the remaining attempts.
                     database.transaction(|tx: &mut dyn Tx| {
                         tx.execute(
-                            "UPDATE notify_outbox SET attempts = $2 WHERE id = $1",
+                            &format!(
+                                "UPDATE notify_outbox SET attempts = $2, body = {body} WHERE id = $1"
+                            ),
                             &[
                                 Value::Uuid(message.id.as_u128()),
                                 Value::Int(DELIVERY_ATTEMPTS_MAX),
@@ -528,13 +557,7 @@ pub enum GatewayConfig {
     Smtp(SmtpConfig),
 }
 
-/// The deployment, as `KINKO_ENV` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Environment {
-    Production,
-    /// Development, test, demo or staging: anything that serves no real users.
-    NonProduction,
-}
+pub use crate::environment::Environment;
 
 /// The notification mode, as `KINKO_NOTIFY` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -553,8 +576,6 @@ pub enum NotifyConfigError {
     NotConfigured,
     #[error("KINKO_NOTIFY must be sandbox or smtp, not {0:?}")]
     UnknownMode(String),
-    #[error("KINKO_ENV must be production, staging, demo, test or development, not {0:?}")]
-    UnknownEnvironment(String),
     #[error("{0} must be set when KINKO_NOTIFY=smtp")]
     SettingMissing(&'static str),
     #[error("{name} is invalid: {reason}")]
@@ -571,7 +592,6 @@ impl ErrorCode for NotifyConfigError {
             NotifyConfigError::SandboxInProduction => "NOTIFY_SANDBOX_IN_PRODUCTION",
             NotifyConfigError::NotConfigured => "NOTIFY_NOT_CONFIGURED",
             NotifyConfigError::UnknownMode(_) => "NOTIFY_UNKNOWN_MODE",
-            NotifyConfigError::UnknownEnvironment(_) => "NOTIFY_UNKNOWN_ENVIRONMENT",
             NotifyConfigError::SettingMissing(_) => "NOTIFY_SMTP_SETTING_MISSING",
             NotifyConfigError::SettingInvalid { .. } => "NOTIFY_SMTP_SETTING_INVALID",
             NotifyConfigError::PlaintextInProduction => "NOTIFY_SMTP_PLAINTEXT_IN_PRODUCTION",
@@ -583,21 +603,8 @@ impl ErrorCode for NotifyConfigError {
     }
 }
 
-/// Reads `KINKO_ENV`; unset means a developer's machine. An unknown value is refused rather
-/// than guessed, so `KINKO_ENV=prod` cannot turn production into a sandbox.
-pub fn parse_environment(value: Option<&str>) -> Result<Environment, NotifyConfigError> {
-    let Some(value) = value else {
-        return Ok(Environment::NonProduction);
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "production" => Ok(Environment::Production),
-        "staging" | "demo" | "test" | "development" | "" => Ok(Environment::NonProduction),
-        _ => Err(NotifyConfigError::UnknownEnvironment(value.to_owned())),
-    }
-}
-
 /// The rule: production must name a real gateway; the sandbox is never allowed there, with no
-/// exception. Elsewhere an unset `KINKO_NOTIFY` means the sandbox.
+/// exception. In a sandbox an unset `KINKO_NOTIFY` means the sandbox gateways.
 pub fn choose_mode(
     environment: Environment,
     notify: Option<&str>,
@@ -619,17 +626,17 @@ pub fn choose_mode(
             Err(NotifyConfigError::SandboxInProduction)
         }
         (_, Some(mode)) => Ok(mode),
-        (Environment::NonProduction, None) => Ok(NotifyMode::Sandbox),
+        (Environment::Sandbox, None) => Ok(NotifyMode::Sandbox),
     }
 }
 
 impl GatewayConfig {
-    /// Reads the configuration from the process environment: `KINKO_ENV`, `KINKO_NOTIFY` and,
-    /// for SMTP, `KINKO_SMTP_HOST`, `KINKO_SMTP_PORT`, `KINKO_SMTP_TLS`
+    /// Reads the configuration of `environment` (decided by [`crate::environment`]) from the
+    /// process environment: `KINKO_NOTIFY` and, for SMTP, `KINKO_SMTP_HOST`, `KINKO_SMTP_PORT`, `KINKO_SMTP_TLS`
     /// (`starttls`|`tls`|`none`), `KINKO_SMTP_USERNAME`, `KINKO_SMTP_PASSWORD`,
     /// `KINKO_SMTP_FROM`.
-    pub fn from_env() -> Result<Self, NotifyConfigError> {
-        Self::from_lookup(|name| match std::env::var(name) {
+    pub fn from_env(environment: Environment) -> Result<Self, NotifyConfigError> {
+        Self::from_lookup(environment, |name| match std::env::var(name) {
             Ok(value) => Ok(Some(value)),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(NotifyConfigError::SettingInvalid {
@@ -641,9 +648,9 @@ impl GatewayConfig {
 
     /// The same, from any source of variables (tests pass a map).
     pub fn from_lookup(
+        environment: Environment,
         lookup: impl Fn(&'static str) -> Result<Option<String>, NotifyConfigError>,
     ) -> Result<Self, NotifyConfigError> {
-        let environment = parse_environment(lookup("KINKO_ENV")?.as_deref())?;
         match choose_mode(environment, lookup("KINKO_NOTIFY")?.as_deref())? {
             NotifyMode::Sandbox => {
                 warn_sandbox();
@@ -839,7 +846,39 @@ mod tests {
         a_failing_gateway_is_retried_at_most_five_times,
         a_refused_message_is_not_retried,
         a_message_is_delivered_once_by_racing_workers,
+        a_delivered_message_keeps_no_code,
     );
+
+    /// Before: every body, one-time codes included, stayed in `notify_outbox` forever.
+    fn a_delivered_message_keeps_no_code(backend: &str) {
+        static CALLS_SQLITE: AtomicUsize = AtomicUsize::new(0);
+        static CALLS_POSTGRES: AtomicUsize = AtomicUsize::new(0);
+        let calls = if backend == "sqlite" {
+            &CALLS_SQLITE
+        } else {
+            &CALLS_POSTGRES
+        };
+        let (database, _dir) = database(backend);
+        enqueue_committed(&database, T0_MS, &message("a@example.com", "code 12345678"));
+        enqueue_committed(&database, T0_MS, &message("b@example.com", "code 87654321"));
+        let delivered = deliver(&database, T0_MS + 10, &gateways(calls, Ok(())));
+        assert_eq!(delivered.sent, 2);
+        for destination in ["a@example.com", "b@example.com"] {
+            let kept = outbox(&database, destination);
+            assert_eq!(kept.len(), 1);
+            assert_eq!(kept[0].sent_at_ms, Some(T0_MS + 10));
+            assert_eq!(kept[0].body, "", "the code left with the message");
+        }
+        // A message refused for good is not kept either.
+        enqueue_committed(&database, T0_MS, &message("c@example.com", "code 11223344"));
+        let refused = deliver(
+            &database,
+            T0_MS + 20,
+            &gateways(calls, Err(GatewayError::Rejected)),
+        );
+        assert_eq!(refused.abandoned, 1);
+        assert_eq!(outbox(&database, "c@example.com")[0].body, "");
+    }
 
     const T0_MS: i64 = 1_750_000_000_000;
 
@@ -1054,7 +1093,7 @@ mod tests {
 
     #[test]
     fn production_never_runs_the_sandbox() {
-        use Environment::{NonProduction, Production};
+        use Environment::{Production, Sandbox as NonProduction};
         let table: [(
             Environment,
             Option<&str>,
@@ -1089,14 +1128,6 @@ mod tests {
                 "{environment:?} {notify:?}"
             );
         }
-        assert_eq!(parse_environment(Some("production")), Ok(Production));
-        assert_eq!(parse_environment(Some(" Production ")), Ok(Production));
-        assert_eq!(parse_environment(None), Ok(NonProduction));
-        assert_eq!(parse_environment(Some("demo")), Ok(NonProduction));
-        assert_eq!(
-            parse_environment(Some("prod")),
-            Err(NotifyConfigError::UnknownEnvironment("prod".into()))
-        );
         assert_eq!(
             NotifyConfigError::SandboxInProduction.code(),
             "NOTIFY_SANDBOX_IN_PRODUCTION"
@@ -1108,7 +1139,11 @@ mod tests {
             .iter()
             .map(|(name, value)| (*name, (*value).to_owned()))
             .collect();
-        GatewayConfig::from_lookup(|name| Ok(map.get(name).cloned()))
+        // The tables name KINKO_ENV where it matters; elsewhere they mean a sandbox.
+        let environment =
+            crate::environment::parse(Some(map.get("KINKO_ENV").map_or("sandbox", String::as_str)))
+                .unwrap_or_else(|error| panic!("{error}"));
+        GatewayConfig::from_lookup(environment, |name| Ok(map.get(name).cloned()))
     }
 
     #[test]

@@ -66,8 +66,6 @@ pub const RP_NAME: &str = "Kinko";
 /// Why the relying-party configuration was refused; the server does not start with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasskeyConfigError {
-    #[error("KINKO_ENV must be production, staging, demo, test or development, not {0:?}")]
-    UnknownEnvironment(String),
     /// Production must say where it is served: a default would bind every passkey to
     /// `localhost`, where no real user is.
     #[error("KINKO_RP_ID and KINKO_RP_ORIGIN must both be set when KINKO_ENV=production")]
@@ -85,7 +83,6 @@ pub enum PasskeyConfigError {
 impl ErrorCode for PasskeyConfigError {
     fn code(&self) -> &'static str {
         match self {
-            PasskeyConfigError::UnknownEnvironment(_) => "PASSKEY_UNKNOWN_ENVIRONMENT",
             PasskeyConfigError::NotConfigured => "PASSKEY_NOT_CONFIGURED",
             PasskeyConfigError::OriginInvalid(_) => "PASSKEY_ORIGIN_INVALID",
             PasskeyConfigError::OriginNotSecure => "PASSKEY_ORIGIN_NOT_SECURE",
@@ -116,9 +113,10 @@ impl RelyingParty {
         &self.origin
     }
 
-    /// Reads `KINKO_ENV`, `KINKO_RP_ID` and `KINKO_RP_ORIGIN` from the process environment.
-    pub fn from_env() -> Result<Self, PasskeyConfigError> {
-        Self::from_lookup(|name| match std::env::var(name) {
+    /// Reads `KINKO_RP_ID` and `KINKO_RP_ORIGIN` from the process environment, for
+    /// `environment` (decided by [`crate::environment`]).
+    pub fn from_env(environment: Environment) -> Result<Self, PasskeyConfigError> {
+        Self::from_lookup(environment, |name| match std::env::var(name) {
             Ok(value) => Ok(Some(value)),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(PasskeyConfigError::NotUnicode { name }),
@@ -127,15 +125,9 @@ impl RelyingParty {
 
     /// The same, from any source of variables (tests pass a map).
     pub fn from_lookup(
+        environment: Environment,
         lookup: impl Fn(&'static str) -> Result<Option<String>, PasskeyConfigError>,
     ) -> Result<Self, PasskeyConfigError> {
-        let environment_value = lookup("KINKO_ENV")?;
-        let environment =
-            notify::parse_environment(environment_value.as_deref()).map_err(|_| {
-                PasskeyConfigError::UnknownEnvironment(
-                    environment_value.clone().unwrap_or_default(),
-                )
-            })?;
         choose_relying_party(
             environment,
             lookup("KINKO_RP_ID")?.as_deref(),
@@ -1004,7 +996,7 @@ mod tests {
 
     #[test]
     fn outside_production_unset_means_localhost() {
-        let nonproduction = Environment::NonProduction;
+        let nonproduction = Environment::Sandbox;
         assert_eq!(
             accepted(choose_relying_party(nonproduction, None, None)),
             ("localhost".to_owned(), "http://localhost:8080/".to_owned())
@@ -1109,25 +1101,20 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_is_read_strictly() {
-        let lookup = |environment: &'static str| {
-            move |name: &'static str| {
-                Ok(match name {
-                    "KINKO_ENV" => Some(environment.to_owned()),
-                    _ => None,
-                })
-            }
+    fn the_settings_are_read_for_the_environment_given() {
+        let lookup = |name: &'static str| {
+            Ok(match name {
+                // Ignored: the environment is decided in one place and passed in.
+                "KINKO_ENV" => Some("sandbox".to_owned()),
+                _ => None,
+            })
         };
         assert_eq!(
-            code(RelyingParty::from_lookup(lookup("prod"))),
-            "PASSKEY_UNKNOWN_ENVIRONMENT"
-        );
-        assert_eq!(
-            code(RelyingParty::from_lookup(lookup("production"))),
+            code(RelyingParty::from_lookup(Environment::Production, lookup)),
             "PASSKEY_NOT_CONFIGURED"
         );
         assert_eq!(
-            accepted(RelyingParty::from_lookup(lookup("test"))).0,
+            accepted(RelyingParty::from_lookup(Environment::Sandbox, lookup)).0,
             "localhost"
         );
     }

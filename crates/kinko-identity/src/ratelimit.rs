@@ -8,6 +8,8 @@
 //! - [`hit`] — fixed-window counters in `rate_limit_windows`, one row per bucket, updated by one
 //!   `INSERT … ON CONFLICT DO UPDATE … RETURNING` in the caller's transaction: the limit holds
 //!   with any number of processes on one database (sign-ups per network, codes per source…).
+//! - [`guess`] — the one entry point for every check of a secret (password, code, TOTP, PIN,
+//!   pay code): per account, per source network (/24, /64) and per device, over [`hit`].
 //! - [`record_login_failure`] / [`login_allowed`] — at most [`LOGIN_FAILURES_MAX`] failed logins
 //!   per account in any rolling hour, then a lock for [`LOGIN_LOCK_MS`] (THREATS.md req. 19).
 
@@ -145,7 +147,39 @@ pub fn hit(
     window_ms: i64,
     max: i64,
 ) -> Result<Decision, StoreError> {
-    if window_ms <= 0 || max <= 0 || bucket.is_empty() || bucket.len() > BUCKET_BYTES_MAX {
+    if max <= 0 {
+        return Err(StoreError::new(
+            "rate limit: a maximum that is not positive",
+        ));
+    }
+    let (stored_start, hits) = count(tx, now_ms, bucket, window_ms)?;
+    if hits <= max {
+        Ok(Decision::Allowed)
+    } else {
+        Ok(Decision::Limited {
+            retry_after_ms: (stored_start + window_ms - now_ms).max(1),
+        })
+    }
+}
+
+/// Counts one hit on `bucket` as [`hit`] does and returns how many the window now holds, for
+/// callers that answer with the count (the tries left at a code that does not exist).
+pub fn hit_count(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    bucket: &str,
+    window_ms: i64,
+) -> Result<i64, StoreError> {
+    Ok(count(tx, now_ms, bucket, window_ms)?.1)
+}
+
+fn count(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    bucket: &str,
+    window_ms: i64,
+) -> Result<(i64, i64), StoreError> {
+    if window_ms <= 0 || bucket.is_empty() || bucket.len() > BUCKET_BYTES_MAX {
         return Err(StoreError::new(
             "rate limit: empty or oversized bucket, or a window or maximum that is not positive",
         ));
@@ -164,14 +198,7 @@ pub fn hit(
          RETURNING window_start, hits",
         &[bucket.into(), Value::Int(window_start)],
     )?;
-    let (stored_start, hits) = (row.int(0)?, row.int(1)?);
-    if hits <= max {
-        Ok(Decision::Allowed)
-    } else {
-        Ok(Decision::Limited {
-            retry_after_ms: (stored_start + window_ms - now_ms).max(1),
-        })
-    }
+    Ok((row.int(0)?, row.int(1)?))
 }
 
 /// Deletes windows that started before `now_ms - keep_ms` (give the longest window in use);
@@ -181,6 +208,158 @@ pub fn purge_windows(tx: &mut dyn Tx, now_ms: i64, keep_ms: i64) -> Result<u64, 
         "DELETE FROM rate_limit_windows WHERE window_start < $1",
         &[Value::Int(now_ms.saturating_sub(keep_ms))],
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guesses: the one entry point for every check of a secret
+
+/// What a guess is at. Every check of a password, a one-time code, a TOTP code, a PIN or a pay
+/// code counts here before the secret is compared (docs/SECURITY.md lists them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guess {
+    Password,
+    Code,
+    Totp,
+    Pin,
+    PayCode,
+}
+
+impl Guess {
+    fn name(self) -> &'static str {
+        match self {
+            Guess::Password => "password",
+            Guess::Code => "code",
+            Guess::Totp => "totp",
+            Guess::Pin => "pin",
+            Guess::PayCode => "pay_code",
+        }
+    }
+
+    /// The limits, as (window, maximum) per account, per source network and per device.
+    /// The network bounds what one attacker can try across many accounts; the account bound
+    /// holds only where the guesser already holds that account's session (a thief), so
+    /// throttling it never locks a victim out of signing in.
+    pub const fn limits(self) -> GuessLimits {
+        match self {
+            Guess::Password => GuessLimits {
+                per_account: (15 * 60_000, 10),
+                per_network: (3_600_000, 200),
+                per_device: (3_600_000, 30),
+            },
+            Guess::Code | Guess::Totp => GuessLimits {
+                per_account: (15 * 60_000, 10),
+                per_network: (3_600_000, 100),
+                per_device: (3_600_000, 30),
+            },
+            Guess::Pin | Guess::PayCode => GuessLimits {
+                per_account: (3_600_000, 10),
+                per_network: (3_600_000, 60),
+                per_device: (3_600_000, 20),
+            },
+        }
+    }
+}
+
+/// (window in ms, maximum guesses in it) per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessLimits {
+    pub per_account: (i64, i64),
+    pub per_network: (i64, i64),
+    pub per_device: (i64, i64),
+}
+
+/// Who guesses. Each part present is a bucket of its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Guesser<'a> {
+    /// The account whose secret is guessed — only where the guesser is signed in to it.
+    pub account: Option<u128>,
+    /// The client address (`kinko-web` takes it from trusted proxies only).
+    pub ip: Option<&'a str>,
+    /// A device token or id, hashed before it becomes a bucket name.
+    pub device: Option<&'a str>,
+}
+
+/// The network an address belongs to, for limits that IPv6 rotation or a neighbour's address
+/// cannot escape: `/24` for IPv4, `/64` for IPv6 (an IPv4-mapped IPv6 address is IPv4).
+/// Text that is not an address is its own network.
+pub fn network_of(ip: &str) -> String {
+    match ip.trim().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => network_v4(v4),
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_v4(v4),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => ip.chars().take(64).collect(),
+    }
+}
+
+fn network_v4(v4: std::net::Ipv4Addr) -> String {
+    let [a, b, c, _] = v4.octets();
+    format!("{a}.{b}.{c}.0/24")
+}
+
+/// A short, non-reversible name for user text (an address, a device token) in a bucket name.
+pub fn key_of(device: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(device.as_bytes());
+    digest
+        .iter()
+        .take(12)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Counts one guess of `kind` by `guesser` in every bucket it belongs to and allows it only
+/// if all allow it (refused guesses count too). Call it in the transaction that checks the
+/// secret, before comparing, and commit it whatever the outcome.
+pub fn guess(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    kind: Guess,
+    guesser: Guesser<'_>,
+) -> Result<Decision, StoreError> {
+    let limits = kind.limits();
+    let mut buckets: Vec<(String, (i64, i64))> = Vec::with_capacity(3);
+    if let Some(account) = guesser.account {
+        buckets.push((
+            format!(
+                "guess:{}:account:{}",
+                kind.name(),
+                uuid::Uuid::from_u128(account)
+            ),
+            limits.per_account,
+        ));
+    }
+    if let Some(ip) = guesser.ip {
+        buckets.push((
+            format!("guess:{}:net:{}", kind.name(), network_of(ip)),
+            limits.per_network,
+        ));
+    }
+    if let Some(device) = guesser.device {
+        buckets.push((
+            format!("guess:{}:device:{}", kind.name(), key_of(device)),
+            limits.per_device,
+        ));
+    }
+    let mut decision = Decision::Allowed;
+    for (bucket, (window_ms, max)) in buckets {
+        if let Decision::Limited { retry_after_ms } = hit(tx, now_ms, &bucket, window_ms, max)? {
+            let longest = match decision {
+                Decision::Limited {
+                    retry_after_ms: before,
+                } => before.max(retry_after_ms),
+                Decision::Allowed => retry_after_ms,
+            };
+            decision = Decision::Limited {
+                retry_after_ms: longest,
+            };
+        }
+    }
+    Ok(decision)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,7 +495,100 @@ mod tests {
         an_hour_without_failures_restarts_the_count,
         failures_straddling_an_hour_boundary_still_lock,
         purge_removes_old_windows,
+        guesses_are_limited_per_account_network_and_device,
     );
+
+    #[test]
+    fn networks_are_slash_24_and_slash_64() {
+        assert_eq!(network_of("192.0.2.77"), "192.0.2.0/24");
+        assert_eq!(network_of("::ffff:192.0.2.77"), "192.0.2.0/24");
+        assert_eq!(network_of("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            network_of("2001:db8:1:2:ffff::9"),
+            network_of("2001:db8:1:2::1")
+        );
+        assert_ne!(network_of("2001:db8:1:3::1"), network_of("2001:db8:1:2::1"));
+        assert_eq!(network_of("not an address"), "not an address");
+    }
+
+    fn guess_committed(
+        database: &Database,
+        now_ms: i64,
+        kind: Guess,
+        guesser: Guesser<'_>,
+    ) -> Decision {
+        database
+            .transaction(|tx: &mut dyn Tx| guess(tx, now_ms, kind, guesser))
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn guesses_are_limited_per_account_network_and_device(backend: &str) {
+        let (database, _dir) = database(backend);
+        let (window_ms, account_max) = Guess::Password.limits().per_account;
+        // One account, guessed from addresses that rotate within one /64 and devices that
+        // change every time: the account bound still holds.
+        for index in 0..account_max {
+            let ip = format!("2001:db8:1:2::{index:x}");
+            let device = format!("device-{index}");
+            let guesser = Guesser {
+                account: Some(7),
+                ip: Some(&ip),
+                device: Some(&device),
+            };
+            assert!(guess_committed(&database, T0_MS, Guess::Password, guesser).is_allowed());
+        }
+        let guesser = Guesser {
+            account: Some(7),
+            ip: Some("2001:db8:9::1"),
+            device: None,
+        };
+        assert!(matches!(
+            guess_committed(&database, T0_MS, Guess::Password, guesser),
+            Decision::Limited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= window_ms
+        ));
+        // Another kind of guess has buckets of its own.
+        assert!(guess_committed(&database, T0_MS, Guess::Totp, guesser).is_allowed());
+        // Many accounts from one /24: the network bound holds whatever the account or device.
+        let (_, network_max) = Guess::Pin.limits().per_network;
+        for index in 0..network_max {
+            let ip = format!("198.51.100.{}", index % 250);
+            let guesser = Guesser {
+                account: Some(1_000 + u128::try_from(index).unwrap_or(0)),
+                ip: Some(&ip),
+                device: None,
+            };
+            assert!(guess_committed(&database, T0_MS, Guess::Pin, guesser).is_allowed());
+        }
+        let neighbour = Guesser {
+            account: Some(99),
+            ip: Some("198.51.100.251"),
+            device: None,
+        };
+        assert!(!guess_committed(&database, T0_MS, Guess::Pin, neighbour).is_allowed());
+        let elsewhere = Guesser {
+            account: Some(99),
+            ip: Some("203.0.113.1"),
+            device: None,
+        };
+        assert!(guess_committed(&database, T0_MS, Guess::Pin, elsewhere).is_allowed());
+        // One device across addresses.
+        let (_, device_max) = Guess::Code.limits().per_device;
+        for index in 0..device_max {
+            let ip = format!("10.{index}.0.1");
+            let guesser = Guesser {
+                account: None,
+                ip: Some(&ip),
+                device: Some("one phone"),
+            };
+            assert!(guess_committed(&database, T0_MS, Guess::Code, guesser).is_allowed());
+        }
+        let guesser = Guesser {
+            account: None,
+            ip: Some("10.200.0.1"),
+            device: Some("one phone"),
+        };
+        assert!(!guess_committed(&database, T0_MS, Guess::Code, guesser).is_allowed());
+    }
 
     /// A whole number of minutes since the epoch, so windows of a minute start at T0.
     const T0_MS: i64 = 1_749_999_960_000;

@@ -13,6 +13,10 @@
 //! Where the key comes from is decided so that production cannot silently run with a throwaway
 //! key ([`SecretBox::load`]):
 //! - `KINKO_SECRET_KEY` (64 hex digits = 32 bytes), when set, always wins;
+//! - else `KINKO_SECRET_KEY_FILE` names a file holding it (64 hex digits, mode 0600, never
+//!   created by Kinko): the way to keep the key outside the data directory, so that a copy of
+//!   the data (a backup, a stolen disk image of the data volume) does not carry its key. Both
+//!   set is refused as ambiguous; a missing or exposed file is refused, never replaced;
 //! - otherwise, with the embedded SQLite store only, `<data-dir>/secret.key` is read, or created
 //!   on first start (mode 0600): the key lives next to the data it protects, like the database
 //!   file itself, which is what a single-process embedded install can do;
@@ -33,6 +37,8 @@ use zeroize::Zeroizing;
 
 /// The environment variable that holds the key as 64 hex digits.
 pub const SECRET_KEY_ENV: &str = "KINKO_SECRET_KEY";
+/// The environment variable that names a key file outside the data directory.
+pub const SECRET_KEY_FILE_ENV: &str = "KINKO_SECRET_KEY_FILE";
 /// The key file inside a SQLite data directory.
 pub const SECRET_KEY_FILE: &str = "secret.key";
 /// The version byte of blobs sealed under the current key.
@@ -53,6 +59,8 @@ pub enum SecretError {
     KeyMissing,
     #[error("the secret key must be 64 hexadecimal digits (32 bytes)")]
     KeyInvalid,
+    #[error("set {SECRET_KEY_ENV} or {SECRET_KEY_FILE_ENV}, not both")]
+    KeyAmbiguous,
     #[error("the secret key file {path} could not be used: {reason}")]
     KeyFile { path: PathBuf, reason: String },
     #[error(
@@ -76,6 +84,7 @@ impl ErrorCode for SecretError {
         match self {
             SecretError::KeyMissing => "SECRET_KEY_MISSING",
             SecretError::KeyInvalid => "SECRET_KEY_INVALID",
+            SecretError::KeyAmbiguous => "SECRET_KEY_AMBIGUOUS",
             SecretError::KeyFile { .. } => "SECRET_KEY_FILE_FAILED",
             SecretError::KeyFileExposed { .. } => "SECRET_KEY_FILE_EXPOSED",
             SecretError::Malformed => "SECRET_MALFORMED",
@@ -105,6 +114,8 @@ pub(crate) fn fill_random(buffer: &mut [u8]) -> Result<(), SecretError> {
 pub struct KeySource<'a> {
     /// The value of `KINKO_SECRET_KEY`, if the variable is set.
     pub env_value: Option<&'a str>,
+    /// The path in `KINKO_SECRET_KEY_FILE`, if the variable is set.
+    pub key_file: Option<&'a Path>,
     /// Where the data lives.
     pub store: &'a StoreLocation,
 }
@@ -157,8 +168,10 @@ impl SecretBox {
             Some(value) => Some(value.into_string().map_err(|_| SecretError::KeyInvalid)?),
         };
         let env_value = env_value.map(Zeroizing::new);
+        let key_file = std::env::var_os(SECRET_KEY_FILE_ENV).map(PathBuf::from);
         Self::load(KeySource {
             env_value: env_value.as_deref().map(String::as_str),
+            key_file: key_file.as_deref(),
             store,
         })
     }
@@ -167,6 +180,16 @@ impl SecretBox {
     /// an error, never ignored); else the SQLite data directory's key file, created if missing;
     /// else `SECRET_KEY_MISSING`.
     pub fn load(source: KeySource<'_>) -> Result<Self, SecretError> {
+        if source.env_value.is_some() && source.key_file.is_some() {
+            return Err(SecretError::KeyAmbiguous);
+        }
+        if let Some(path) = source.key_file {
+            let key = read_key_file(path)?.ok_or_else(|| SecretError::KeyFile {
+                path: path.to_path_buf(),
+                reason: "it does not exist (Kinko never creates this file)".to_owned(),
+            })?;
+            return Ok(Self::new(&key, KeyOrigin::FileExisting(path.to_path_buf())));
+        }
         if let Some(hex) = source.env_value {
             let key = parse_key_hex(hex)?;
             return Ok(Self::new(&key, KeyOrigin::Environment));
@@ -568,6 +591,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
         };
         let from_env = SecretBox::load(KeySource {
+            key_file: None,
             env_value: Some(KEY_HEX),
             store: &sqlite,
         })
@@ -590,6 +614,7 @@ mod tests {
             &KEY_HEX.replace('0', "g"),
         ] {
             let refused = SecretBox::load(KeySource {
+                key_file: None,
                 env_value: Some(bad),
                 store: &sqlite,
             });
@@ -598,12 +623,77 @@ mod tests {
         assert!(!dir.path().join(SECRET_KEY_FILE).exists());
     }
 
+    /// `KINKO_SECRET_KEY_FILE`: a key kept outside the data directory, for either store; never
+    /// created, never replaced, refused when exposed or when the environment also holds a key.
+    #[test]
+    fn a_key_file_outside_the_data_directory_is_used_and_never_created() {
+        let data = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let keys = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let sqlite = StoreLocation::Sqlite {
+            data_dir: data.path().to_path_buf(),
+        };
+        let postgres = StoreLocation::Postgres {
+            url: "postgres://db.example/kinko".to_owned(),
+        };
+        let path = keys.path().join("kinko.key");
+        let missing = SecretBox::load(KeySource {
+            key_file: Some(&path),
+            env_value: None,
+            store: &sqlite,
+        });
+        assert!(matches!(missing, Err(SecretError::KeyFile { .. })));
+        assert!(!path.exists(), "the named file is never created");
+        assert!(!data.path().join(SECRET_KEY_FILE).exists());
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .unwrap_or_else(|error| panic!("{error}"));
+            writeln!(file, "{KEY_HEX}").unwrap_or_else(|error| panic!("{error}"));
+        }
+        for store in [&sqlite, &postgres] {
+            let from_file = SecretBox::load(KeySource {
+                key_file: Some(&path),
+                env_value: None,
+                store,
+            })
+            .unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(from_file.origin(), &KeyOrigin::FileExisting(path.clone()));
+            let sealed = from_file
+                .seal(b"x", b"a")
+                .unwrap_or_else(|error| panic!("{error}"));
+            assert!(secret_box().open(&sealed, b"a").is_ok(), "the same key");
+        }
+        assert!(!data.path().join(SECRET_KEY_FILE).exists());
+        let both = SecretBox::load(KeySource {
+            key_file: Some(&path),
+            env_value: Some(KEY_HEX),
+            store: &sqlite,
+        });
+        assert_eq!(both.map(|_| ()), Err(SecretError::KeyAmbiguous));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                .unwrap_or_else(|error| panic!("{error}"));
+        }
+        let exposed = SecretBox::load(KeySource {
+            key_file: Some(&path),
+            env_value: None,
+            store: &sqlite,
+        });
+        assert!(matches!(exposed, Err(SecretError::KeyFileExposed { .. })));
+    }
+
     #[test]
     fn postgres_without_a_key_in_the_environment_refuses_to_start() {
         let postgres = StoreLocation::Postgres {
             url: "postgres://db.example/kinko".to_owned(),
         };
         let refused = SecretBox::load(KeySource {
+            key_file: None,
             env_value: None,
             store: &postgres,
         });
@@ -611,6 +701,7 @@ mod tests {
         assert_eq!(error, Some(SecretError::KeyMissing));
         assert_eq!(error.map(|e| e.code()), Some("SECRET_KEY_MISSING"));
         let accepted = SecretBox::load(KeySource {
+            key_file: None,
             env_value: Some(KEY_HEX),
             store: &postgres,
         });
@@ -625,6 +716,7 @@ mod tests {
             data_dir: data_dir.clone(),
         };
         let source = KeySource {
+            key_file: None,
             env_value: None,
             store: &sqlite,
         };
@@ -672,6 +764,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
         };
         let source = KeySource {
+            key_file: None,
             env_value: None,
             store: &sqlite,
         };
@@ -706,6 +799,7 @@ mod tests {
         let source = format!(
             "{:?}",
             KeySource {
+                key_file: None,
                 env_value: Some(KEY_HEX),
                 store: &StoreLocation::Postgres {
                     url: "postgres://x/y".to_owned()

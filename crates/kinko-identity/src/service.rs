@@ -19,7 +19,7 @@ use crate::codes::{self, CodeCheck, CodePurpose};
 use crate::kyc::{self, KycLevel, KycProvider, KycRecord};
 use crate::notify::{self, Channel, Message};
 use crate::password::{self, PasswordRule};
-use crate::ratelimit::{self, Decision, LockState, LoginGate};
+use crate::ratelimit::{self, Decision, Guess, Guesser, LockState, LoginGate};
 use crate::secrets::SecretBox;
 use crate::session::{self, DeviceRef, NewSession, SessionError, SessionInfo};
 use crate::totp::{self, TotpError};
@@ -36,6 +36,9 @@ pub struct IdentityConfig {
     pub logins_per_ip_per_hour: i64,
     /// Recovery requests per source IP per hour.
     pub recoveries_per_ip_per_hour: i64,
+    /// A sign-up not verified within this long no longer holds its address: the next sign-up
+    /// of the address takes it over (no one can squat an address they cannot verify).
+    pub pending_signup_ttl_ms: i64,
 }
 
 impl IdentityConfig {
@@ -45,6 +48,7 @@ impl IdentityConfig {
         signups_per_device_per_hour: 5,
         logins_per_ip_per_hour: 300,
         recoveries_per_ip_per_hour: 20,
+        pending_signup_ttl_ms: 24 * 60 * 60 * 1_000,
     };
 }
 
@@ -57,6 +61,9 @@ pub enum IdentityError {
     EmailInvalid,
     #[error("the phone number is not valid: use the international form, e.g. +819012345678")]
     PhoneInvalid,
+    /// SMS pumping: codes go only to countries Kinko serves ([`SMS_COUNTRY_CODES`]).
+    #[error("phone numbers of this country cannot be used")]
+    PhoneCountryNotAllowed,
     #[error("the password is not acceptable: {0}")]
     Password(PasswordRule),
     #[error("too many attempts; try again later")]
@@ -104,6 +111,7 @@ impl ErrorCode for IdentityError {
         match self {
             IdentityError::EmailInvalid => "IDENTITY_EMAIL_INVALID",
             IdentityError::PhoneInvalid => "IDENTITY_PHONE_INVALID",
+            IdentityError::PhoneCountryNotAllowed => "IDENTITY_PHONE_COUNTRY_NOT_ALLOWED",
             IdentityError::Password(rule) => rule.code(),
             IdentityError::RateLimited { .. } => "RATE_LIMITED",
             IdentityError::CodeInvalid { .. } => "CODE_INVALID",
@@ -131,6 +139,7 @@ impl ErrorCode for IdentityError {
         match self {
             IdentityError::EmailInvalid
             | IdentityError::PhoneInvalid
+            | IdentityError::PhoneCountryNotAllowed
             | IdentityError::Password(_)
             | IdentityError::CodeInvalid { .. }
             | IdentityError::CodeExpired
@@ -211,6 +220,24 @@ pub fn normalize_phone(raw: &str) -> Result<String, IdentityError> {
     } else {
         Err(IdentityError::PhoneInvalid)
     }
+}
+
+/// How long after a contact change further changes are still told to the contacts as they
+/// were before it (at least; the outgoing-money freeze when that is longer).
+pub const CONTACT_NOTICE_COOL_OFF_MS: i64 = 24 * 60 * 60 * 1_000;
+
+/// The countries (E.164 calling codes) sign-up codes are sent to by SMS: Kinko serves Japan.
+/// Anything else is refused before a message is paid for (SMS pumping).
+pub const SMS_COUNTRY_CODES: &[&str] = &["81"];
+/// Sign-up SMS to one number per day, and to one prefix (the number without its last four
+/// digits) per hour.
+pub const SIGN_UP_SMS_PER_NUMBER_PER_DAY: i64 = 3;
+pub const SIGN_UP_SMS_PER_PREFIX_PER_HOUR: i64 = 10;
+
+/// The number without its last four digits: numbers an SMS-pumping fraud rents come in runs.
+fn phone_prefix(phone: &str) -> &str {
+    let keep = phone.len().saturating_sub(4);
+    phone.get(..keep).unwrap_or(phone)
 }
 
 /// A user as the flows see them.
@@ -462,6 +489,13 @@ impl IdentityService {
     ) -> Result<uuid::Uuid, IdentityError> {
         let email = normalize_email(email)?;
         let phone = normalize_phone(phone)?;
+        if !SMS_COUNTRY_CODES.iter().any(|country| {
+            phone
+                .get(1..)
+                .is_some_and(|digits| digits.starts_with(country))
+        }) {
+            return Err(IdentityError::PhoneCountryNotAllowed);
+        }
         password::check_new_password(password, &email).map_err(IdentityError::Password)?;
         let now_ms = self.now_ms();
         self.db
@@ -472,6 +506,29 @@ impl IdentityService {
                     &format!("signup:ip:{}", source.ip),
                     HOUR_MS,
                     self.config.signups_per_ip_per_hour,
+                )?)?;
+                // The network too (/24, /64): a rotating IPv6 address is one source.
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!("signup:net:{}", ratelimit::network_of(&source.ip)),
+                    HOUR_MS,
+                    self.config.signups_per_ip_per_hour.saturating_mul(3),
+                )?)?;
+                // Counted whether or not the address is known, so the limits tell nothing.
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!("signup_sms:number:{}", ratelimit::key_of(&phone)),
+                    24 * HOUR_MS,
+                    SIGN_UP_SMS_PER_NUMBER_PER_DAY,
+                )?)?;
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!("signup_sms:prefix:{}", phone_prefix(&phone)),
+                    HOUR_MS,
+                    SIGN_UP_SMS_PER_PREFIX_PER_HOUR,
                 )?)?;
                 if let Some(device) = &source.device_token {
                     limit(ratelimit::hit(
@@ -486,14 +543,35 @@ impl IdentityService {
             })?;
         let password_hash = password::hash_password(password)
             .map_err(|error| IdentityError::Internal(error.to_string()))?;
-        let user_id = uuid::Uuid::now_v7();
-        self.db.transaction(|tx: &mut dyn Tx| {
-            if user_by_email(tx, &email)?.is_some() {
+        let new_id = uuid::Uuid::now_v7();
+        let user_id = self.db.transaction(|tx: &mut dyn Tx| -> Result<uuid::Uuid, IdentityError> {
+            let existing = user_by_email(tx, &email)?;
+            if let Some(stale) = self.stale_pending(tx, now_ms, existing.as_ref())? {
+                // Never verified in time: the address is free again. The row is reused (its
+                // id may be referenced) with everything the squatter set replaced, and every
+                // code it was sent dies.
+                tx.execute(
+                    "UPDATE identity_users SET phone = $2, password_hash = $3, created_at = $4,
+                         email_verified_at = NULL, phone_verified_at = NULL
+                     WHERE id = $1 AND status = 'pending'",
+                    &[Value::Uuid(stale), phone.as_str().into(), password_hash.as_str().into(), Value::Int(now_ms)],
+                )?;
+                tx.execute(
+                    "UPDATE identity_codes SET expires_at = $2 WHERE user_id = $1 AND expires_at > $2",
+                    &[Value::Uuid(stale), Value::Int(now_ms)],
+                )?;
+                self.send_code(tx, now_ms, stale, CodePurpose::VerifyEmail, Channel::Email, &email)?;
+                self.send_code(tx, now_ms, stale, CodePurpose::VerifyPhone, Channel::Sms, &phone)?;
+                audit(tx, now_ms, Actor::User(stale), "user.signup", stale, serde_json::json!({ "ip": source.ip, "replaced_expired_pending": true }))?;
+                return Ok(uuid::Uuid::from_u128(stale));
+            }
+            let user_id = new_id;
+            if existing.is_some() {
                 send(tx, now_ms, Channel::Email, &email, "signup_existing",
                     "Kinko: 登録の試み / A sign-up attempt",
                     "このメールアドレスで Kinko への登録が試みられましたが、既にアカウントがあります。お心当たりがなければ、何もする必要はありません。\n\
                      Someone tried to sign up to Kinko with this address, which already has an account. If it was not you, you need not do anything.")?;
-                return Ok(());
+                return Ok(user_id);
             }
             tx.execute(
                 "INSERT INTO identity_users (id, email, phone, password_hash, status, created_at)
@@ -502,9 +580,35 @@ impl IdentityService {
             )?;
             self.send_code(tx, now_ms, user_id.as_u128(), CodePurpose::VerifyEmail, Channel::Email, &email)?;
             self.send_code(tx, now_ms, user_id.as_u128(), CodePurpose::VerifyPhone, Channel::Sms, &phone)?;
-            audit(tx, now_ms, Actor::User(user_id.as_u128()), "user.signup", user_id.as_u128(), serde_json::json!({ "ip": source.ip }))
+            audit(tx, now_ms, Actor::User(user_id.as_u128()), "user.signup", user_id.as_u128(), serde_json::json!({ "ip": source.ip }))?;
+            Ok(user_id)
         })?;
         Ok(user_id)
+    }
+
+    /// The id of `existing` if it is a sign-up left unverified past
+    /// [`IdentityConfig::pending_signup_ttl_ms`].
+    fn stale_pending(
+        &self,
+        tx: &mut dyn Tx,
+        now_ms: i64,
+        existing: Option<&UserRow>,
+    ) -> Result<Option<u128>, IdentityError> {
+        let Some(user) = existing.filter(|user| user.status == "pending") else {
+            return Ok(None);
+        };
+        let row = tx.query_opt(
+            "SELECT created_at FROM identity_users WHERE id = $1",
+            &[Value::Uuid(user.id)],
+        )?;
+        let created_at = match row {
+            Some(row) => row.int(0)?,
+            None => return Ok(None),
+        };
+        Ok(
+            (now_ms.saturating_sub(created_at) >= self.config.pending_signup_ttl_ms)
+                .then_some(user.id),
+        )
     }
 
     fn send_code(
@@ -653,18 +757,62 @@ impl IdentityService {
                     HOUR_MS,
                     self.config.logins_per_ip_per_hour,
                 )?)?;
+                // The source's network and device: never the account, so that no one can keep
+                // its holder out by guessing (issue 13, item 3).
+                limit(ratelimit::guess(
+                    tx,
+                    now_ms,
+                    Guess::Password,
+                    Guesser {
+                        account: None,
+                        ip: Some(&source.ip),
+                        device: source.device_token.as_deref(),
+                    },
+                )?)?;
                 user_by_email(tx, &email)
             },
         )?;
         let Some(user) = user.filter(|user| user.status == "active") else {
             password::verify_unknown_user(password);
+            // The same work as a known account's failure: one transaction with a counter
+            // write and an audit entry, so neither the answer nor its time tells them apart.
+            self.db
+                .transaction(|tx: &mut dyn Tx| -> Result<(), IdentityError> {
+                    ratelimit::hit(
+                        tx,
+                        now_ms,
+                        &format!("login_failed:address:{}", ratelimit::key_of(&email)),
+                        HOUR_MS,
+                        ratelimit::LOGIN_FAILURES_MAX,
+                    )?;
+                    audit(
+                        tx,
+                        now_ms,
+                        Actor::System,
+                        "login.failed",
+                        0,
+                        serde_json::json!({ "ip": source.ip, "known": false }),
+                    )
+                })?;
             return Err(IdentityError::LoginFailed);
         };
-        let allowed = matches!(
-            self.db
-                .transaction(|tx: &mut dyn Tx| ratelimit::login_allowed(tx, now_ms, user.id))?,
-            LoginGate::Allowed
-        );
+        let allowed = self
+            .db
+            .transaction(|tx: &mut dyn Tx| -> Result<bool, IdentityError> {
+                Ok(match ratelimit::login_allowed(tx, now_ms, user.id)? {
+                    LoginGate::Allowed => true,
+                    // Throttled, but the holder on a device that passed the second factor still
+                    // signs in; the new session must pass the second factor again for money.
+                    LoginGate::Locked { .. } => match &source.device_token {
+                        Some(token) => {
+                            session::is_trusted_device(tx, user.id, token)?
+                                && crate::passkey::has_second_factor(tx, user.id)
+                                    .map_err(|error| IdentityError::Internal(error.to_string()))?
+                        }
+                        None => false,
+                    },
+                })
+            })?;
         let password_ok = password::verify_password(&user.password_hash, password);
         if !allowed || !password_ok {
             self.db.transaction(|tx: &mut dyn Tx| -> Result<(), IdentityError> {
@@ -994,6 +1142,18 @@ impl IdentityService {
             "Kinko: セキュリティ設定が変更されました / Your security settings changed",
             &security_change_notice(what, self.config.outgoing_freeze_ms),
         )?;
+        if what == "account_recovered" {
+            // Whoever recovered may hold the mailbox: the registered phone hears it too.
+            send(
+                tx,
+                now_ms,
+                Channel::Sms,
+                &user.phone,
+                what,
+                "",
+                "Kinko: アカウントが復旧され、パスワードが変わりました。心当たりがなければサポートへ。 / Your Kinko account was recovered and its password changed. Not you? Contact support.",
+            )?;
+        }
         Ok(())
     }
 
@@ -1010,7 +1170,34 @@ impl IdentityService {
             .transaction(|tx: &mut dyn Tx| user_by_id(tx, session.user_id))?
             .ok_or(IdentityError::NotFound)?;
         password::check_new_password(new, &user.email).map_err(IdentityError::Password)?;
+        // Whoever holds this session guesses this account's password: limited per account and
+        // device, and each miss counts as a failed sign-in and is audited (issue 13, item 2).
+        let device = session.device_id.to_string();
+        self.db.transaction(|tx: &mut dyn Tx| {
+            limit(ratelimit::guess(
+                tx,
+                now_ms,
+                Guess::Password,
+                Guesser {
+                    account: Some(user.id),
+                    ip: None,
+                    device: Some(&device),
+                },
+            )?)
+        })?;
         if !password::verify_password(&user.password_hash, current) {
+            self.db
+                .transaction(|tx: &mut dyn Tx| -> Result<(), IdentityError> {
+                    ratelimit::record_login_failure(tx, now_ms, user.id)?;
+                    audit(
+                        tx,
+                        now_ms,
+                        Actor::User(user.id),
+                        "password.change_failed",
+                        user.id,
+                        serde_json::json!({ "session_id": session.session_id.to_string() }),
+                    )
+                })?;
             return Err(IdentityError::LoginFailed);
         }
         let hash = password::hash_password(new)
@@ -1059,17 +1246,23 @@ impl IdentityService {
                 HOUR_MS,
                 self.config.recoveries_per_ip_per_hour,
             )?)?;
+            // Per address and source network, before the address is looked up: any address
+            // meets the same 429, and an attacker elsewhere cannot use up the holder's tries.
+            limit(ratelimit::hit(
+                tx,
+                now_ms,
+                &format!(
+                    "recovery:address:{}:net:{}",
+                    ratelimit::key_of(&email),
+                    ratelimit::network_of(&source.ip)
+                ),
+                HOUR_MS,
+                5,
+            )?)?;
             let Some(user) = user_by_email(tx, &email)?.filter(|user| user.status == "active")
             else {
                 return Ok(());
             };
-            limit(ratelimit::hit(
-                tx,
-                now_ms,
-                &format!("recovery:user:{}", uuid::Uuid::from_u128(user.id)),
-                HOUR_MS,
-                5,
-            )?)?;
             self.send_code(
                 tx,
                 now_ms,
@@ -1106,17 +1299,66 @@ impl IdentityService {
         email_code: &str,
         possession: Possession<'_>,
         new_password: &SecretString,
+        source: &Source,
     ) -> Result<(), IdentityError> {
         let now_ms = self.now_ms();
         let email = normalize_email(email).map_err(|_| IdentityError::RecoveryFailed)?;
-        let user = self
-            .db
-            .transaction(|tx: &mut dyn Tx| user_by_email(tx, &email))?
-            .filter(|user| user.status == "active")
-            .ok_or(IdentityError::RecoveryFailed)?;
-        password::check_new_password(new_password, &user.email).map_err(IdentityError::Password)?;
-        self.redeem(user.id, CodePurpose::Recovery, email_code)
-            .map_err(|_| IdentityError::RecoveryFailed)?;
+        // The policy is checked on what the request says, before anything is looked up: a
+        // registered address and an unknown one get the same answer (issue 13, item 1).
+        password::check_new_password(new_password, &email).map_err(IdentityError::Password)?;
+        // Throttled per source network and device, and per address from that network.
+        let user = self.db.transaction(
+            |tx: &mut dyn Tx| -> Result<Option<UserRow>, IdentityError> {
+                limit(ratelimit::guess(
+                    tx,
+                    now_ms,
+                    Guess::Code,
+                    Guesser {
+                        account: None,
+                        ip: Some(&source.ip),
+                        device: source.device_token.as_deref(),
+                    },
+                )?)?;
+                limit(ratelimit::hit(
+                    tx,
+                    now_ms,
+                    &format!(
+                        "recovery_complete:address:{}:net:{}",
+                        ratelimit::key_of(&email),
+                        ratelimit::network_of(&source.ip)
+                    ),
+                    HOUR_MS,
+                    10,
+                )?)?;
+                Ok(user_by_email(tx, &email)?.filter(|user| user.status == "active"))
+            },
+        )?;
+        // Every failure is audited, for a known account and an unknown address alike.
+        let failed = |user_id: u128, step: &str| -> IdentityError {
+            let audited = self.db.transaction(|tx: &mut dyn Tx| {
+                audit(
+                    tx,
+                    now_ms,
+                    Actor::System,
+                    "recovery.failed",
+                    user_id,
+                    serde_json::json!({ "ip": source.ip, "step": step }),
+                )
+            });
+            match audited {
+                Ok(()) => IdentityError::RecoveryFailed,
+                Err(error) => error,
+            }
+        };
+        let Some(user) = user else {
+            return Err(failed(0, "email_code"));
+        };
+        if self
+            .redeem(user.id, CodePurpose::Recovery, email_code)
+            .is_err()
+        {
+            return Err(failed(user.id, "email_code"));
+        }
         let possession_ok = match possession {
             Possession::SmsCode(code) => self
                 .redeem(user.id, CodePurpose::RecoveryPhone, code)
@@ -1133,17 +1375,7 @@ impl IdentityService {
             })?,
         };
         if !possession_ok {
-            self.db.transaction(|tx: &mut dyn Tx| {
-                audit(
-                    tx,
-                    now_ms,
-                    Actor::User(user.id),
-                    "recovery.failed",
-                    user.id,
-                    serde_json::json!({}),
-                )
-            })?;
-            return Err(IdentityError::RecoveryFailed);
+            return Err(failed(user.id, "possession"));
         }
         let hash = password::hash_password(new_password)
             .map_err(|error| IdentityError::Internal(error.to_string()))?;
@@ -1254,11 +1486,33 @@ impl IdentityService {
                 ),
                 &[Value::Uuid(user), pending.as_str().into(), Value::Int(now_ms)],
             )?;
-            // `row` holds the old contacts: the notice goes to the old e-mail address, and a
-            // phone change is also told to the old number.
-            self.lock_down(tx, now_ms, &row, Some(session.session_id), what)?;
+            // Notices go to the contacts as they were before the first change of this cool-off:
+            // a thief who changed the e-mail first must not hear of the phone change on it.
+            let before = tx.query_one(
+                "SELECT notice_email, notice_phone, notice_until FROM identity_users WHERE id = $1",
+                &[Value::Uuid(user)],
+            )?;
+            let (notice_email, notice_phone) = match before.opt_int(2)? {
+                Some(until) if until > now_ms => (
+                    before.opt_text(0)?.unwrap_or_else(|| row.email.clone()),
+                    before.opt_text(1)?.unwrap_or_else(|| row.phone.clone()),
+                ),
+                _ => (row.email.clone(), row.phone.clone()),
+            };
+            tx.execute(
+                "UPDATE identity_users SET notice_email = $2, notice_phone = $3, notice_until = $4
+                 WHERE id = $1",
+                &[
+                    Value::Uuid(user),
+                    notice_email.as_str().into(),
+                    notice_phone.as_str().into(),
+                    Value::Int(now_ms.saturating_add(self.config.outgoing_freeze_ms.max(CONTACT_NOTICE_COOL_OFF_MS))),
+                ],
+            )?;
+            let told = UserRow { email: notice_email, phone: notice_phone, ..row };
+            self.lock_down(tx, now_ms, &told, Some(session.session_id), what)?;
             if channel == Channel::Sms {
-                send(tx, now_ms, Channel::Sms, &row.phone, what, "Kinko",
+                send(tx, now_ms, Channel::Sms, &told.phone, what, "Kinko",
                     "Kinko に登録の電話番号が変更されました。お心当たりがなければサポートへご連絡ください。 / The phone number of your Kinko account was changed. If this was not you, contact support.")?;
             }
             audit(tx, now_ms, Actor::User(user), what, user, serde_json::json!({}))?;

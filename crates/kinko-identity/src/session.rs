@@ -287,6 +287,28 @@ fn recognised_device(
     Ok(row.map(|row| device_id_of(&row, 0)).transpose()?)
 }
 
+/// Whether `device_token` is a live device of `user_id` that has passed the second factor:
+/// what lets the holder sign in while their account is throttled (issue 13, item 3).
+pub fn is_trusted_device(
+    tx: &mut dyn Tx,
+    user_id: u128,
+    device_token: &str,
+) -> Result<bool, SessionError> {
+    if !well_formed(device_token, DEVICE_TOKEN_PREFIX) {
+        return Ok(false);
+    }
+    let row = tx.query_opt(
+        "SELECT id FROM identity_devices
+         WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL
+           AND trusted_at IS NOT NULL",
+        &[
+            token_hash(device_token).to_vec().into(),
+            Value::Uuid(user_id),
+        ],
+    )?;
+    Ok(row.is_some())
+}
+
 fn insert_device(
     tx: &mut dyn Tx,
     now_ms: i64,

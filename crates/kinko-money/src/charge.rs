@@ -752,10 +752,18 @@ pub(crate) fn counterparty_label(
 }
 
 /// Test hook: with `KINKO_FAILPOINT=<name>` the process dies right here, as a crash would
-/// (the crash tests use it to stop between the bank's debit and the ledger's post).
+/// (the crash tests use it to stop between the bank's debit and the ledger's post). Compiled
+/// only with the `failpoints` feature, which only the tests turn on (`kinko`'s
+/// dev-dependencies): a release binary has no way to be made to abort from outside.
+#[cfg(feature = "failpoints")]
 pub fn failpoint(name: &str) {
     if std::env::var("KINKO_FAILPOINT").is_ok_and(|value| value == name) {
         tracing::error!(failpoint = name, "failpoint hit: aborting");
         std::process::abort();
     }
 }
+
+/// Without the `failpoints` feature a failpoint is nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn failpoint(_name: &str) {}

@@ -65,6 +65,10 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0014_link_refresh_lease.sql"),
     ),
     (
+        "0020_contact_notices",
+        include_str!("../migrations/sqlite/0020_contact_notices.sql"),
+    ),
+    (
         "0030_risk_decisions",
         include_str!("../migrations/sqlite/0030_risk_decisions.sql"),
     ),
@@ -134,6 +138,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0014_link_refresh_lease",
         include_str!("../migrations/postgres/0014_link_refresh_lease.sql"),
+    ),
+    (
+        "0020_contact_notices",
+        include_str!("../migrations/postgres/0020_contact_notices.sql"),
     ),
     (
         "0030_risk_decisions",

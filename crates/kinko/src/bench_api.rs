@@ -476,7 +476,7 @@ impl ServerChild {
     fn start(store: &Store, secret_key: &Option<String>) -> anyhow::Result<Self> {
         let mut child = kinko(secret_key)?
             .env_remove("KINKO_NOTIFY")
-            .env_remove("KINKO_ENV")
+            .env("KINKO_ENV", "sandbox")
             .env_remove("KINKO_BANK_SANDBOX_URL")
             // Enrolling TOTP is a security change that freezes outgoing money for 24 h by
             // default; the benchmark's users pay right after.
@@ -994,11 +994,12 @@ fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> {
 /// 127.1.0.1 – 127.250.249.250 (the server limits sign-ups per source address).
 fn source_address(index: usize) -> IpAddr {
     let octets = |value: usize| u8::try_from(value % 250).unwrap_or(0);
+    // One /24 per user: the server also limits sign-ups and guesses per network.
     IpAddr::V4(Ipv4Addr::new(
         127,
         1 + octets(index / 62_500),
-        octets(index / 250),
-        1 + octets(index),
+        octets(index),
+        1 + octets(index / 250),
     ))
 }
 
@@ -1152,7 +1153,13 @@ fn set_up_users(
                         let mut client = Client::new(target, local);
                         let user = NewUser {
                             email: format!("bench-{run_id}-{index}@bench.kinko.example"),
-                            phone: format!("+8190{:08}", (phone_base + index as u64) % 100_000_000),
+                            // The index leads so numbers do not share a prefix: the server
+                            // limits sign-up SMS per prefix (all but the last four digits).
+                            phone: format!(
+                                "+8190{:04}{:04}",
+                                index % 10_000,
+                                (phone_base + (index / 10_000) as u64) % 10_000
+                            ),
                             password,
                         };
                         match set_up_user(&mut client, &user, operator_token, funding_yen, run_id) {

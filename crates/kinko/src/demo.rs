@@ -226,6 +226,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::serve::serve_with_banks(
         ledger,
         &location,
+        // The demo is a sandbox by definition: its eKYC, notifier and outbox are the sandbox's.
+        kinko_identity::environment::Environment::Sandbox,
         address,
         Some(bank_issuer.clone()),
         crate::serve::Profile::Demo,

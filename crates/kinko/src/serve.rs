@@ -10,14 +10,16 @@ use anyhow::Context;
 use clap::Args;
 use kinko_banking::links::{BankDirectory, LinkService};
 use kinko_core::{Clock, SystemClock};
+use kinko_identity::environment::Environment;
 use kinko_identity::kyc::SandboxKycProvider;
-use kinko_identity::notify::{self, Environment, GatewayConfig, Gateways};
+use kinko_identity::notify::{self, GatewayConfig, Gateways};
 use kinko_identity::secrets::SecretBox;
 use kinko_identity::service::{IdentityConfig, IdentityService};
 use kinko_ledger::{Ledger, WriterConfig};
 use kinko_store::StoreLocation;
 use kinko_store::sql::Database;
 use metrics_exporter_prometheus::PrometheusBuilder;
+use secrecy::SecretString;
 
 use crate::StoreArgs;
 
@@ -45,11 +47,14 @@ pub enum Profile {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Decided first, before anything is opened or created: without KINKO_ENV nothing starts.
+    let environment = kinko_identity::environment::from_env()?;
     let location = args.store.location()?;
     let ledger = crate::start_ledger(&location, WriterConfig::DEFAULT)?;
     serve_with_banks(
         ledger,
         &location,
+        environment,
         SocketAddr::new(args.host, args.port),
         std::env::var("KINKO_BANK_SANDBOX_URL").ok(),
         Profile::Serve,
@@ -64,10 +69,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Serves until Ctrl-C or SIGTERM, then lets the ledger finish what is queued. With a sandbox
-/// bank's URL, the partner banks are served by it.
+/// bank's URL, the partner banks are served by it. Every sandbox part follows `environment`
+/// (`kinko_identity::environment`), and nothing else.
 pub fn serve_with_banks(
     ledger: Ledger,
     location: &StoreLocation,
+    environment: Environment,
     address: SocketAddr,
     bank_sandbox_url: Option<String>,
     profile: Profile,
@@ -77,7 +84,6 @@ pub fn serve_with_banks(
         .install_recorder()
         .context("installing the metrics recorder")?;
     let ledger = Arc::new(ledger);
-    let environment = notify::parse_environment(std::env::var("KINKO_ENV").ok().as_deref())?;
     if environment == Environment::Production {
         // Only the sandbox eKYC provider exists yet: production must not run on it.
         anyhow::bail!(
@@ -87,7 +93,14 @@ pub fn serve_with_banks(
     kinko_identity::password::common_passwords_loaded()
         .context("loading the common-password list")?;
     // Passkeys need the relying party's id and origin; production refuses to start without.
-    kinko_identity::passkey::RelyingParty::from_env().context("configuring passkeys")?;
+    let relying_party = kinko_identity::passkey::RelyingParty::from_env(environment)
+        .context("configuring passkeys")?;
+    let metrics_token = metrics_token(environment)?;
+    let trusted_proxies = match std::env::var("KINKO_TRUSTED_PROXIES") {
+        Ok(text) => kinko_web::forwarded::TrustedProxies::parse(&text)
+            .map_err(|error| anyhow::anyhow!("KINKO_TRUSTED_PROXIES: {error}"))?,
+        Err(_) => kinko_web::forwarded::TrustedProxies::default(),
+    };
     let pool_size = match std::env::var("KINKO_DB_POOL_SIZE") {
         Ok(text) => text
             .trim()
@@ -101,7 +114,7 @@ pub fn serve_with_banks(
         Database::open_with_pool_size(location, pool_size)
             .with_context(|| format!("opening {}", location.describe()))?,
     );
-    if environment != Environment::Production {
+    if environment.is_sandbox() {
         // Development, tests and the demo run with the partner banks of the seed case; a
         // production operator loads its own list.
         let now_ms = i64::try_from(SystemClock.now_ms()).unwrap_or(i64::MAX);
@@ -132,8 +145,9 @@ pub fn serve_with_banks(
     };
     let risk_rules = crate::risk::rules_from_env()?;
     let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
-    let gateway_config = GatewayConfig::from_env().context("configuring notifications")?;
-    let sandbox = matches!(gateway_config, GatewayConfig::Sandbox);
+    let gateway_config =
+        GatewayConfig::from_env(environment).context("configuring notifications")?;
+    let sandbox = environment.is_sandbox();
     let gateways = Gateways::from_config(&gateway_config).context("configuring notifications")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let identity = Arc::new(IdentityService::new(
@@ -175,6 +189,7 @@ pub fn serve_with_banks(
         let money = Arc::new(money);
         let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
         on_listening(bound);
+        let trusted_proxies = Arc::new(trusted_proxies);
         let app = kinko_web::app(kinko_web::AppState {
             ledger: Arc::clone(&ledger),
             metrics,
@@ -183,7 +198,14 @@ pub fn serve_with_banks(
             links,
             money,
             sandbox,
-        });
+            metrics_token,
+            relying_party: Some(Arc::new(relying_party)),
+        })
+        // Outermost: every handler and limit sees the client, not the proxy.
+        .layer(axum::middleware::from_fn_with_state(
+            trusted_proxies,
+            kinko_web::forwarded::rewrite,
+        ));
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -250,6 +272,29 @@ async fn connect_banks(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     anyhow::bail!("cannot reach the sandbox bank at {sandbox_url}: {last_error}")
+}
+
+/// `KINKO_METRICS_TOKEN`: the bearer token `/metrics` asks for, at least 32 characters. Without
+/// it only a sandbox serves `/metrics`.
+fn metrics_token(environment: Environment) -> anyhow::Result<Option<SecretString>> {
+    match std::env::var("KINKO_METRICS_TOKEN") {
+        Ok(token) => {
+            anyhow::ensure!(
+                token.trim().len() >= 32 && token.trim() == token,
+                "KINKO_METRICS_TOKEN must be at least 32 characters, without spaces around"
+            );
+            Ok(Some(SecretString::from(token)))
+        }
+        Err(std::env::VarError::NotPresent) => {
+            if !environment.is_sandbox() {
+                tracing::warn!("KINKO_METRICS_TOKEN is not set: /metrics is not served");
+            }
+            Ok(None)
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("KINKO_METRICS_TOKEN is not UTF-8")
+        }
+    }
 }
 
 /// How long a new link waits before it receives a withdrawal: `KINKO_PAYOUT_WAIT_H`.
@@ -356,6 +401,17 @@ fn identity_config(profile: Profile) -> anyhow::Result<IdentityConfig> {
             "KINKO_OUTGOING_FREEZE_S must be between 0 and 2592000 (30 days)"
         );
         config.outgoing_freeze_ms = seconds * 1_000;
+    }
+    if let Ok(text) = std::env::var("KINKO_PENDING_SIGNUP_TTL_S") {
+        let seconds: i64 = text
+            .trim()
+            .parse()
+            .context("KINKO_PENDING_SIGNUP_TTL_S must be a whole number of seconds")?;
+        anyhow::ensure!(
+            (1..=30 * 24 * 3_600).contains(&seconds),
+            "KINKO_PENDING_SIGNUP_TTL_S must be between 1 and 2592000 (30 days)"
+        );
+        config.pending_signup_ttl_ms = seconds * 1_000;
     }
     Ok(config)
 }

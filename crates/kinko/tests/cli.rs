@@ -1,10 +1,146 @@
 //! The binary over real processes and real HTTP: `serve` answers health and metrics,
 //! unknown routes get problem+json, `check` exits non-zero with a report on a breach, an
-//! ambiguous database URL refuses to start, and the demo seeds idempotently.
+//! ambiguous database URL refuses to start, the demo seeds idempotently, and `serve` fails
+//! closed: without `KINKO_ENV` it refuses to start, naming what to set (issue 13, item 5).
 
 mod support;
 
-use support::{fresh_store, http, kinko, spawn_server};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{fresh_store, http, http_with, kinko, spawn_server, spawn_server_with};
+
+/// Runs `kinko serve --port 0` on a fresh SQLite directory with `environment` and expects it
+/// to refuse to start: returns its output; a server that starts instead fails the test.
+fn serve_refusing(environment: &[(&str, &str)]) -> (Output, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let data_dir = dir.path().join("data");
+    let mut child = kinko()
+        .env_remove("KINKO_ENV")
+        .env_remove("KINKO_NOTIFY")
+        .env_remove("KINKO_SECRET_KEY")
+        .envs(environment.iter().copied())
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let started = Instant::now();
+    while child
+        .try_wait()
+        .unwrap_or_else(|error| panic!("{error}"))
+        .is_none()
+    {
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap_or_else(|error| panic!("{error}"));
+            panic!("kinko serve started with {environment:?}: it must refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let created = data_dir.exists();
+    drop(dir);
+    assert!(!output.status.success());
+    (
+        output,
+        if created {
+            data_dir
+        } else {
+            std::path::PathBuf::new()
+        },
+    )
+}
+
+#[test]
+fn serve_without_kinko_env_refuses_to_start_and_names_what_to_set() {
+    let (output, created) = serve_refusing(&[]);
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("KINKO_ENV is not set"), "{message}");
+    assert!(message.contains("KINKO_ENV=production"), "{message}");
+    assert!(message.contains("KINKO_ENV=sandbox"), "{message}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "it never listened"
+    );
+    // Refused before anything was opened: no data directory was made.
+    assert_eq!(created, std::path::PathBuf::new(), "created {created:?}");
+    // The values that once meant "a developer's machine" are refused too, not guessed.
+    for value in ["", "development", "demo", "test", "prod"] {
+        let (output, _) = serve_refusing(&[("KINKO_ENV", value)]);
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(message.contains("KINKO_ENV"), "{value:?}: {message}");
+    }
+    // Production runs no sandbox part: with only the sandbox eKYC provider it cannot start.
+    let (output, _) = serve_refusing(&[("KINKO_ENV", "production")]);
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("eKYC"), "{message}");
+}
+
+/// The other way: an explicit `KINKO_ENV=sandbox` starts, and only then is the sandbox outbox
+/// there (`serve_answers_health_metrics_and_problems` runs the same way on both stores).
+#[test]
+fn serve_with_kinko_env_sandbox_starts_with_the_sandbox_parts() {
+    let (store, _dir) = fresh_store("sqlite");
+    let (mut child, address) = spawn_server_with("serve", &store, &[("KINKO_ENV", "sandbox")]);
+    let outbox = http(
+        &address,
+        "GET",
+        "/api/v1/sandbox/outbox?destination=a%40example.com",
+        None,
+    );
+    assert_eq!(outbox.status, 200, "{}", outbox.body);
+    child.kill().unwrap_or_else(|error| panic!("{error}"));
+    child.wait().unwrap_or_else(|error| panic!("{error}"));
+}
+
+/// `/metrics` tells how busy the platform is and which flows fail: with a token configured,
+/// only that bearer token reads it.
+#[test]
+fn metrics_need_the_configured_token() {
+    let token = "metrics-token-0123456789abcdefghijklmnop";
+    let (store, _dir) = fresh_store("sqlite");
+    let (mut child, address) =
+        spawn_server_with("serve", &store, &[("KINKO_METRICS_TOKEN", token)]);
+    let anonymous = http(&address, "GET", "/metrics", None);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    assert!(anonymous.body.contains("METRICS_TOKEN_REQUIRED"));
+    let wrong = http_with(
+        &address,
+        "GET",
+        "/metrics",
+        None,
+        &[(
+            "Authorization",
+            "Bearer metrics-token-0123456789abcdefghijklmnoX",
+        )],
+    );
+    assert_eq!(wrong.status, 401);
+    let bearer = format!("Bearer {token}");
+    let right = http_with(
+        &address,
+        "GET",
+        "/metrics",
+        None,
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(right.status, 200, "{}", right.body);
+    child.kill().unwrap_or_else(|error| panic!("{error}"));
+    child.wait().unwrap_or_else(|error| panic!("{error}"));
+    // A token too short to resist guessing refuses to start.
+    let (output, _) = serve_refusing(&[
+        ("KINKO_ENV", "sandbox"),
+        ("KINKO_SECRET_KEY", support::TEST_SECRET_KEY),
+        ("KINKO_METRICS_TOKEN", "short"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("KINKO_METRICS_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
 fn serve_answers_health_metrics_and_problems(backend: &str) {
     let (store, _dir) = fresh_store(backend);

@@ -574,7 +574,7 @@ fn sign_ups_are_rate_limited_per_source(backend: &str) {
     let mut statuses = Vec::new();
     let mut last = None;
     for index in 0..21 {
-        let body = json!({ "email": format!("bulk{index}@example.jp"), "password": PASSWORD, "phone": format!("+8190{index:08}") });
+        let body = json!({ "email": format!("bulk{index}@example.jp"), "password": PASSWORD, "phone": format!("+8190{index:04}{index:04}") });
         let response = server.call("POST", "/api/v1/signup", Some(body), None);
         statuses.push(response.status);
         last = Some(response);

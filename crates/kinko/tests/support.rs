@@ -49,6 +49,12 @@ pub fn spawn_server_with(
     environment: &[(&str, &str)],
 ) -> (Child, String) {
     let mut command = kinko();
+    command
+        // Tests run a sandbox, and say so: without KINKO_ENV the server refuses to start.
+        .env("KINKO_ENV", "sandbox")
+        .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
+        .env_remove("KINKO_NOTIFY")
+        .env_remove("KINKO_METRICS_TOKEN");
     // The risk engine scores money out by default; tests of other mechanics switch it off by
     // name, and the risk tests choose their rules (or `UNSET`: the server's default).
     if !environment
@@ -65,9 +71,6 @@ pub fn spawn_server_with(
         }
     }
     let mut child = command
-        .env("KINKO_SECRET_KEY", TEST_SECRET_KEY)
-        .env_remove("KINKO_ENV")
-        .env_remove("KINKO_NOTIFY")
         .arg(subcommand)
         .args(["--port", "0"])
         .args(store)

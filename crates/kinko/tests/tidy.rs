@@ -91,3 +91,38 @@ fn dependencies_point_inward() {
         }
     }
 }
+
+/// Failpoints make the process abort on an environment variable: a test tool, never part of
+/// what ships. Only `kinko`'s dev-dependencies turn the `failpoints` feature on, so a normal
+/// (release) build of the binary resolves `kinko-money` without it.
+#[test]
+fn a_normal_build_has_no_failpoints() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let tree = |edges: &str| {
+        let output = std::process::Command::new(&cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "tree",
+                "--offline",
+                "-p",
+                "kinko",
+                "-i",
+                "kinko-money",
+                "-e",
+                edges,
+            ])
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let normal = tree("normal,build,features");
+    assert!(normal.contains("kinko-money"), "{normal}");
+    assert!(!normal.contains("failpoints"), "{normal}");
+    // The check can fail: with the tests' dev-dependencies the feature is there.
+    assert!(tree("normal,build,dev,features").contains("failpoints"));
+}

@@ -507,7 +507,7 @@ pub struct ChangePasswordRequest {
     new_password: SecretString,
 }
 
-#[utoipa::path(post, path = "/api/v1/me/password", request_body = ChangePasswordRequest, responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem)))]
+#[utoipa::path(post, path = "/api/v1/me/password", request_body = ChangePasswordRequest, responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
 pub async fn change_password(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
@@ -665,12 +665,15 @@ pub struct CompleteRecoveryRequest {
     new_password: SecretString,
 }
 
-#[utoipa::path(post, path = "/api/v1/recovery/complete", request_body = CompleteRecoveryRequest, responses((status = 204), (status = 400, body = Problem)))]
+#[utoipa::path(post, path = "/api/v1/recovery/complete", request_body = CompleteRecoveryRequest, responses((status = 204), (status = 400, body = Problem), (status = 429, body = Problem)))]
 pub async fn complete_recovery(
     State(state): State<AppState>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CompleteRecoveryRequest>,
 ) -> Result<StatusCode, Problem> {
     let service = identity(&state);
+    let source = source(&headers, address);
     blocking(move || {
         let possession = match (&body.sms_code, &body.totp_code, &body.recovery_code) {
             (Some(code), None, None) => Possession::SmsCode(code),
@@ -683,6 +686,7 @@ pub async fn complete_recovery(
             &body.email_code,
             possession,
             &body.new_password,
+            &source,
         )
     })
     .await?;

@@ -105,7 +105,10 @@ pub mod payments;
 )]
 pub struct ApiDoc;
 
-pub fn router(sandbox: bool) -> Router<AppState> {
+pub fn router(
+    sandbox: bool,
+    relying_party: Option<std::sync::Arc<kinko_identity::passkey::RelyingParty>>,
+) -> Router<AppState> {
     let router = Router::new()
         .route("/openapi.json", get(openapi))
         .merge(identity::router())
@@ -114,7 +117,7 @@ pub fn router(sandbox: bool) -> Router<AppState> {
         .merge(money::router())
         .merge(payments::router())
         .merge(credits::router())
-        .merge(passkey::router())
+        .merge(passkey::router(relying_party))
         .merge(operator::router());
     if sandbox {
         router.merge(identity::sandbox_router())

@@ -3,10 +3,9 @@
 //! start that returns the options for `navigator.credentials.create()`/`get()`, and a finish
 //! that takes the browser's `PublicKeyCredential` as JSON. Every route needs a bearer session.
 //!
-//! The relying party (`KINKO_RP_ID`, `KINKO_RP_ORIGIN`) is read once, when the router is
-//! built at start. If it is misconfigured the error is logged and these routes answer 503
-//! `PASSKEY_NOT_CONFIGURED` (a server that must refuse to start calls
-//! `RelyingParty::from_env()` before listening).
+//! The relying party (`KINKO_RP_ID`, `KINKO_RP_ORIGIN`) is read once at start and handed to
+//! the router in `AppState`. Without one these routes answer 503 `PASSKEY_NOT_CONFIGURED`
+//! (`kinko serve` refuses to start on a refused configuration instead).
 
 use std::sync::Arc;
 
@@ -14,7 +13,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use kinko_core::ErrorCode;
 use kinko_identity::passkey::{
     CreationChallengeResponse, PasskeyError, PasskeyId, PasskeyService, PasskeySummary,
     PublicKeyCredential, RegisterPublicKeyCredential, RelyingParty, RequestChallengeResponse,
@@ -37,14 +35,7 @@ use crate::problem::Problem;
 #[derive(Clone)]
 pub struct Configured(Option<Arc<RelyingParty>>);
 
-pub fn router() -> Router<AppState> {
-    let relying_party = match RelyingParty::from_env() {
-        Ok(relying_party) => Some(Arc::new(relying_party)),
-        Err(error) => {
-            tracing::error!(code = error.code(), error = %error, "passkeys are unavailable");
-            None
-        }
-    };
+pub fn router(relying_party: Option<Arc<RelyingParty>>) -> Router<AppState> {
     Router::new()
         .route("/me/passkeys", get(list_passkeys))
         .route("/me/passkeys/register/start", post(start_registration))
