@@ -87,6 +87,8 @@ pub enum MoneyError {
     ConfirmationCodeInvalid,
     #[error("too many codes tried; try again later")]
     ConfirmationRateLimited { retry_after_ms: i64 },
+    #[error("too many handles looked up; try again later")]
+    HandleLookupRateLimited { retry_after_ms: i64 },
     #[error("the {0} filter is not valid")]
     FilterInvalid(&'static str),
     #[error("no such credit")]
@@ -160,6 +162,7 @@ impl ErrorCode for MoneyError {
             MoneyError::ConfirmationInvalid => "MONEY_CONFIRMATION_INVALID",
             MoneyError::ConfirmationCodeInvalid => "MONEY_CONFIRMATION_CODE_INVALID",
             MoneyError::ConfirmationRateLimited { .. } => "MONEY_CONFIRMATION_RATE_LIMITED",
+            MoneyError::HandleLookupRateLimited { .. } => "MONEY_HANDLE_LOOKUP_RATE_LIMITED",
             MoneyError::MerchantNotFound => "MERCHANT_NOT_FOUND",
             MoneyError::MerchantInactive => "MERCHANT_INACTIVE",
             MoneyError::MerchantUnauthenticated => "MERCHANT_UNAUTHENTICATED",
@@ -213,7 +216,8 @@ impl ErrorCode for MoneyError {
             | MoneyError::ConfirmationRequired
             | MoneyError::ConfirmationInvalid
             | MoneyError::ConfirmationCodeInvalid => ErrorKind::Forbidden,
-            MoneyError::ConfirmationRateLimited { .. } => ErrorKind::RateLimited,
+            MoneyError::ConfirmationRateLimited { .. }
+            | MoneyError::HandleLookupRateLimited { .. } => ErrorKind::RateLimited,
             MoneyError::PayCodeUsed
             | MoneyError::ReferenceTaken
             | MoneyError::PaymentRequestUnavailable

@@ -1,0 +1,110 @@
+//! Issue 13 item 8 over real HTTP, on both stores: merchant names hold only characters a
+//! reader sees, and handle lookups are limited per wallet.
+
+mod support;
+
+use serde_json::json;
+use support::{Server, json_of, text_of};
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite { $(#[test] fn $name() { super::$name("sqlite"); })+ }
+        mod postgres { $(#[test] fn $name() { super::$name("postgres"); })+ }
+    };
+}
+
+both!(
+    merchant_names_refuse_invisible_characters,
+    handle_lookups_are_limited_per_wallet,
+);
+
+fn onboard(
+    kinko: &Server,
+    admin_token: &str,
+    name_ja: &str,
+    city_ja: &str,
+) -> support::HttpResponse {
+    kinko.call(
+        "POST",
+        "/api/v1/operator/merchants",
+        Some(json!({
+            "name": "Cafe Kinko", "name_ja": name_ja, "category_code": 5411, "city": "Tokyo",
+            "city_ja": city_ja, "postal_code": "100-0005", "reason": "onboarding ticket 42",
+        })),
+        Some(admin_token),
+    )
+}
+
+fn merchant_names_refuse_invisible_characters(backend: &str) {
+    let (kinko, admin) = Server::start_with_admin(backend, &[]);
+    let admin_token = kinko.operator_token(&admin, 0);
+    // Zero-width, bidirectional and control characters, in the Japanese name and city.
+    for (name_ja, city_ja) in [
+        ("カフェ\u{200B}金庫", "東京"),
+        ("カフェ\u{202E}庫金", "東京"),
+        ("カフェ\u{2066}金庫\u{2069}", "東京"),
+        ("\u{FEFF}カフェ金庫", "東京"),
+        ("カフェ金庫", "東\u{200D}京"),
+        ("カフェ金庫", "東\u{0007}京"),
+    ] {
+        let refused = onboard(&kinko, &admin_token, name_ja, city_ja);
+        kinko.assert_problem(&refused, 400, "MERCHANT_INVALID");
+    }
+    let created = onboard(&kinko, &admin_token, "カフェ金庫", "東京");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let merchant_id = text_of(&json_of(&created)["id"]);
+    let key = |label: &str| {
+        kinko.call(
+            "POST",
+            &format!("/api/v1/operator/merchants/{merchant_id}/api-keys"),
+            Some(json!({ "label": label, "reason": "onboarding ticket 42" })),
+            Some(&admin_token),
+        )
+    };
+    kinko.assert_problem(&key("レジ\u{200B}1"), 400, "MERCHANT_INVALID");
+    assert_eq!(key("レジ 1").status, 201);
+    // Only the clean merchant was written.
+    let rows = kinko
+        .database()
+        .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+            tx.query_one("SELECT COUNT(*) FROM money_merchants", &[])?
+                .int(0)
+        })
+        .unwrap_or_else(|error| panic!("count merchants: {error}"));
+    assert_eq!(rows, 1);
+}
+
+fn handle_lookups_are_limited_per_wallet(backend: &str) {
+    let kinko = Server::start(backend, &[]);
+    kinko.active_user("hanako@example.jp", "090-1111-2222");
+    let token = kinko.token("hanako@example.jp");
+    let claim = |handle: &str| {
+        kinko.call(
+            "PUT",
+            "/api/v1/me/handle",
+            Some(json!({ "handle": handle })),
+            Some(&token),
+        )
+    };
+    for index in 0..kinko_money::transfers::HANDLE_LOOKUPS_MAX {
+        let claimed = claim(&format!("probe_{index}"));
+        assert_eq!(claimed.status, 200, "{}", claimed.body);
+    }
+    let limited = claim("probe_last");
+    kinko.assert_problem(&limited, 429, "MONEY_HANDLE_LOOKUP_RATE_LIMITED");
+    let retry_after: i64 = limited
+        .header("retry-after")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", limited.header("retry-after")));
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    // The refused claim wrote nothing: another wallet can still claim that handle.
+    kinko.active_user("taro@example.jp", "090-3333-4444");
+    let taro = kinko.token("taro@example.jp");
+    let taken = kinko.call(
+        "PUT",
+        "/api/v1/me/handle",
+        Some(json!({ "handle": "probe_last" })),
+        Some(&taro),
+    );
+    assert_eq!(taken.status, 200, "{}", taken.body);
+}
