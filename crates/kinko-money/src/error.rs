@@ -59,6 +59,8 @@ pub enum MoneyError {
     PayCode(#[from] kinko_qr::CodeError),
     #[error("this payment code was already used")]
     PayCodeUsed,
+    #[error("the amount is above the ceiling the payer set for this code")]
+    PayCodeAboveCeiling,
     #[error("this code's payment request is unknown, paid or expired")]
     PaymentRequestUnavailable,
     #[error("the amount in the code is not the amount of the payment request")]
@@ -170,6 +172,7 @@ impl ErrorCode for MoneyError {
             MoneyError::Operator(error) => error.code(),
             MoneyError::PayCode(error) => error.code(),
             MoneyError::PayCodeUsed => "PAY_CODE_USED",
+            MoneyError::PayCodeAboveCeiling => "PAY_CODE_ABOVE_CEILING",
             MoneyError::PaymentRequestUnavailable => "PAYMENT_REQUEST_UNAVAILABLE",
             MoneyError::AmountMismatch => "PAYMENT_AMOUNT_MISMATCH",
             MoneyError::AmountRequired => "PAYMENT_AMOUNT_REQUIRED",
@@ -215,7 +218,8 @@ impl ErrorCode for MoneyError {
             MoneyError::MerchantInactive
             | MoneyError::ConfirmationRequired
             | MoneyError::ConfirmationInvalid
-            | MoneyError::ConfirmationCodeInvalid => ErrorKind::Forbidden,
+            | MoneyError::ConfirmationCodeInvalid
+            | MoneyError::PayCodeAboveCeiling => ErrorKind::Forbidden,
             MoneyError::ConfirmationRateLimited { .. }
             | MoneyError::HandleLookupRateLimited { .. } => ErrorKind::RateLimited,
             MoneyError::PayCodeUsed

@@ -1,10 +1,11 @@
 //! Issue 13 item 8 over real HTTP, on both stores: merchant names hold only characters a
-//! reader sees, and handle lookups are limited per wallet.
+//! reader sees, handle lookups are limited per wallet, and a till redeems a pay code only up to
+//! the ceiling the payer set.
 
 mod support;
 
 use serde_json::json;
-use support::{Server, json_of, text_of};
+use support::{HttpResponse, Server, http_with, json_of, text_of};
 
 macro_rules! both {
     ($($name:ident),+ $(,)?) => {
@@ -16,14 +17,10 @@ macro_rules! both {
 both!(
     merchant_names_refuse_invisible_characters,
     handle_lookups_are_limited_per_wallet,
+    a_pay_code_is_redeemed_only_up_to_the_payers_ceiling,
 );
 
-fn onboard(
-    kinko: &Server,
-    admin_token: &str,
-    name_ja: &str,
-    city_ja: &str,
-) -> support::HttpResponse {
+fn onboard(kinko: &Server, admin_token: &str, name_ja: &str, city_ja: &str) -> HttpResponse {
     kinko.call(
         "POST",
         "/api/v1/operator/merchants",
@@ -107,4 +104,75 @@ fn handle_lookups_are_limited_per_wallet(backend: &str) {
         Some(&taro),
     );
     assert_eq!(taken.status, 200, "{}", taken.body);
+}
+
+fn balance_of(kinko: &Server, token: &str) -> i64 {
+    let response = kinko.call("GET", "/api/v1/wallet", None, Some(token));
+    assert_eq!(response.status, 200, "{}", response.body);
+    json_of(&response)["balance_yen"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{}", response.body))
+}
+
+fn a_pay_code_is_redeemed_only_up_to_the_payers_ceiling(backend: &str) {
+    let (kinko, admin) = Server::start_with_admin(backend, &[("KINKO_OUTGOING_FREEZE_S", "0")]);
+    let admin_token = kinko.operator_token(&admin, 0);
+    let user_id = kinko.active_user("hanako@example.jp", "090-1234-5678");
+    let (_, hanako) = kinko.enrol_totp(&kinko.token("hanako@example.jp"));
+    let bearer = format!("Bearer {admin_token}");
+    let credited = http_with(
+        &kinko.address,
+        "POST",
+        &format!("/api/v1/operator/users/{user_id}/credits"),
+        Some(&json!({ "amount_yen": 5_000, "reason": "test funding for a pay code" }).to_string()),
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Idempotency-Key", "fund-1"),
+        ],
+    );
+    assert_eq!(credited.status, 201, "{}", credited.body);
+    let created = onboard(&kinko, &admin_token, "カフェ金庫", "東京");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let merchant_id = text_of(&json_of(&created)["id"]);
+    let key = kinko.call(
+        "POST",
+        &format!("/api/v1/operator/merchants/{merchant_id}/api-keys"),
+        Some(json!({ "label": "till 1", "reason": "onboarding ticket 42" })),
+        Some(&admin_token),
+    );
+    assert_eq!(key.status, 201, "{}", key.body);
+    let key = format!("Bearer {}", text_of(&json_of(&key)["key"]));
+    // The ceiling is required and within the payment range.
+    for body in [None, Some(json!({})), Some(json!({ "max_amount_yen": 0 }))] {
+        let refused = kinko.call("POST", "/api/v1/pay-codes", body, Some(&hanako));
+        assert_eq!(refused.status, 400, "{}", refused.body);
+    }
+    let issued = kinko.call(
+        "POST",
+        "/api/v1/pay-codes",
+        Some(json!({ "max_amount_yen": 1_000 })),
+        Some(&hanako),
+    );
+    assert_eq!(issued.status, 201, "{}", issued.body);
+    let code = text_of(&json_of(&issued)["code"]);
+    let redeem = |idempotency: &str, amount: i64| {
+        http_with(
+            &kinko.address,
+            "POST",
+            "/api/v1/merchant/pay-codes/redeem",
+            Some(&json!({ "code": code, "amount_yen": amount }).to_string()),
+            &[
+                ("Authorization", key.as_str()),
+                ("Idempotency-Key", idempotency),
+            ],
+        )
+    };
+    kinko.assert_problem(&redeem("till-1", 1_001), 403, "PAY_CODE_ABOVE_CEILING");
+    kinko.assert_problem(&redeem("till-2", 999_999), 403, "PAY_CODE_ABOVE_CEILING");
+    assert_eq!(balance_of(&kinko, &hanako), 5_000);
+    let paid = redeem("till-3", 1_000);
+    assert_eq!(paid.status, 201, "{}", paid.body);
+    assert_eq!(json_of(&paid)["status"], "posted", "{}", paid.body);
+    assert_eq!(balance_of(&kinko, &hanako), 4_000);
+    kinko.assert_books_balance();
 }
