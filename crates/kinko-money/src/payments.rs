@@ -53,6 +53,9 @@ pub struct QrQuote {
     pub category_code: u16,
     pub amount_yen: Option<i64>,
     pub reference: Option<String>,
+    /// The name printed in the code (ID 59 or its Japanese one) is not Kinko's record: a
+    /// sticker someone else printed. Show the payer Kinko's name and this warning.
+    pub printed_name_differs: bool,
 }
 
 /// A scanned code to pay.
@@ -313,7 +316,11 @@ impl MoneyService {
         let target = self
             .identity_database()
             .read(|tx: &mut dyn Tx| resolve(tx, &code, now_ms))?;
+        let printed = code.details();
+        let printed_name_differs =
+            printed.name != target.merchant.name || printed.name_ja != target.merchant.name_ja;
         Ok(QrQuote {
+            printed_name_differs,
             kind: if target.request.is_some() {
                 "dynamic"
             } else {

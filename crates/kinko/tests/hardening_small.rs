@@ -1,6 +1,7 @@
 //! Issue 13 item 8 over real HTTP, on both stores: merchant names hold only characters a
 //! reader sees, handle lookups are limited per wallet, and a till redeems a pay code only up to
-//! the ceiling the payer set.
+//! the ceiling the payer set; a static code printed with another name than Kinko's record is
+//! flagged to the payer.
 
 mod support;
 
@@ -18,6 +19,7 @@ both!(
     merchant_names_refuse_invisible_characters,
     handle_lookups_are_limited_per_wallet,
     a_pay_code_is_redeemed_only_up_to_the_payers_ceiling,
+    a_static_code_with_another_printed_name_is_flagged,
 );
 
 fn onboard(kinko: &Server, admin_token: &str, name_ja: &str, city_ja: &str) -> HttpResponse {
@@ -175,4 +177,52 @@ fn a_pay_code_is_redeemed_only_up_to_the_payers_ceiling(backend: &str) {
     assert_eq!(json_of(&paid)["status"], "posted", "{}", paid.body);
     assert_eq!(balance_of(&kinko, &hanako), 4_000);
     kinko.assert_books_balance();
+}
+
+fn a_static_code_with_another_printed_name_is_flagged(backend: &str) {
+    let (kinko, admin) = Server::start_with_admin(backend, &[]);
+    let admin_token = kinko.operator_token(&admin, 0);
+    kinko.active_user("hanako@example.jp", "090-1234-5678");
+    let hanako = kinko.token("hanako@example.jp");
+    let created = onboard(&kinko, &admin_token, "カフェ金庫", "東京");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let merchant_id: uuid::Uuid = text_of(&json_of(&created)["id"])
+        .parse()
+        .unwrap_or_else(|error| panic!("merchant id: {error}"));
+    let code = |name: &str, name_ja: &str| {
+        let details = kinko_qr::MerchantDetails {
+            merchant_id: merchant_id.as_u128(),
+            category_code: 5411,
+            name: name.to_owned(),
+            city: "Tokyo".to_owned(),
+            postal_code: "1000005".to_owned(),
+            name_ja: name_ja.to_owned(),
+            city_ja: Some("東京".to_owned()),
+            store_label: None,
+            terminal_label: None,
+            foreign_accounts: Vec::new(),
+        };
+        let qr = kinko_qr::MerchantQr::new(details, kinko_qr::Payment::Static)
+            .unwrap_or_else(|error| panic!("code: {error}"));
+        kinko_qr::encode(&qr)
+    };
+    let resolve = |qr: String| {
+        let resolved = kinko.call(
+            "POST",
+            "/api/v1/payments/resolve",
+            Some(json!({ "qr": qr })),
+            Some(&hanako),
+        );
+        assert_eq!(resolved.status, 200, "{}", resolved.body);
+        json_of(&resolved)
+    };
+    let genuine = resolve(code("Cafe Kinko", "カフェ金庫"));
+    assert_eq!(genuine["printed_name_differs"], false, "{genuine}");
+    for (name, name_ja) in [("Cafe Kinko", "カフェ銀行"), ("Bank Cafe", "カフェ金庫")] {
+        let relabelled = resolve(code(name, name_ja));
+        assert_eq!(relabelled["printed_name_differs"], true, "{relabelled}");
+        // The payer is shown Kinko's record, not what the sticker says.
+        assert_eq!(relabelled["merchant_name"], "Cafe Kinko", "{relabelled}");
+        assert_eq!(relabelled["merchant_name_ja"], "カフェ金庫", "{relabelled}");
+    }
 }

@@ -81,7 +81,8 @@ pub struct ScannedCode {
 }
 
 /// What a scanned code leads to: the merchant as Kinko records it (never as the code says)
-/// and, for a dynamic code, the amount from Kinko's record. Nothing is written.
+/// and, for a dynamic code, the amount from Kinko's record; `printed_name_differs` when the
+/// name printed in the code is not Kinko's record (warn the payer). Nothing is written.
 #[utoipa::path(post, path = "/api/v1/payments/resolve", request_body = ScannedCode,
     responses((status = 200, description = "The merchant and amount to confirm"), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
