@@ -59,6 +59,8 @@ pub enum MoneyError {
     PayCode(#[from] kinko_qr::CodeError),
     #[error("this payment code was already used")]
     PayCodeUsed,
+    #[error("the amount is above the ceiling the payer set for this code")]
+    PayCodeAboveCeiling,
     #[error("this code's payment request is unknown, paid or expired")]
     PaymentRequestUnavailable,
     #[error("the amount in the code is not the amount of the payment request")]
@@ -87,6 +89,8 @@ pub enum MoneyError {
     ConfirmationCodeInvalid,
     #[error("too many codes tried; try again later")]
     ConfirmationRateLimited { retry_after_ms: i64 },
+    #[error("too many handles looked up; try again later")]
+    HandleLookupRateLimited { retry_after_ms: i64 },
     #[error("the {0} filter is not valid")]
     FilterInvalid(&'static str),
     #[error("no such credit")]
@@ -160,6 +164,7 @@ impl ErrorCode for MoneyError {
             MoneyError::ConfirmationInvalid => "MONEY_CONFIRMATION_INVALID",
             MoneyError::ConfirmationCodeInvalid => "MONEY_CONFIRMATION_CODE_INVALID",
             MoneyError::ConfirmationRateLimited { .. } => "MONEY_CONFIRMATION_RATE_LIMITED",
+            MoneyError::HandleLookupRateLimited { .. } => "MONEY_HANDLE_LOOKUP_RATE_LIMITED",
             MoneyError::MerchantNotFound => "MERCHANT_NOT_FOUND",
             MoneyError::MerchantInactive => "MERCHANT_INACTIVE",
             MoneyError::MerchantUnauthenticated => "MERCHANT_UNAUTHENTICATED",
@@ -167,6 +172,7 @@ impl ErrorCode for MoneyError {
             MoneyError::Operator(error) => error.code(),
             MoneyError::PayCode(error) => error.code(),
             MoneyError::PayCodeUsed => "PAY_CODE_USED",
+            MoneyError::PayCodeAboveCeiling => "PAY_CODE_ABOVE_CEILING",
             MoneyError::PaymentRequestUnavailable => "PAYMENT_REQUEST_UNAVAILABLE",
             MoneyError::AmountMismatch => "PAYMENT_AMOUNT_MISMATCH",
             MoneyError::AmountRequired => "PAYMENT_AMOUNT_REQUIRED",
@@ -212,8 +218,10 @@ impl ErrorCode for MoneyError {
             MoneyError::MerchantInactive
             | MoneyError::ConfirmationRequired
             | MoneyError::ConfirmationInvalid
-            | MoneyError::ConfirmationCodeInvalid => ErrorKind::Forbidden,
-            MoneyError::ConfirmationRateLimited { .. } => ErrorKind::RateLimited,
+            | MoneyError::ConfirmationCodeInvalid
+            | MoneyError::PayCodeAboveCeiling => ErrorKind::Forbidden,
+            MoneyError::ConfirmationRateLimited { .. }
+            | MoneyError::HandleLookupRateLimited { .. } => ErrorKind::RateLimited,
             MoneyError::PayCodeUsed
             | MoneyError::ReferenceTaken
             | MoneyError::PaymentRequestUnavailable

@@ -156,10 +156,40 @@ pub fn validated(new: &NewMerchant, now_ms: i64) -> Result<Merchant, MoneyError>
             "name, Japanese name and city are required".to_owned(),
         ));
     }
+    let texts = [&merchant.name, &merchant.name_ja, &merchant.city];
+    if texts
+        .into_iter()
+        .chain(merchant.city_ja.as_ref())
+        .any(|text| !is_printable(text))
+    {
+        return Err(MoneyError::MerchantInvalid(
+            "names and cities must not hold control, zero-width or bidirectional characters"
+                .to_owned(),
+        ));
+    }
     // The QR profile's rules are the merchant's rules: lengths, ASCII, postal code, category.
     MerchantQr::new(merchant.details(), Payment::Static)
         .map_err(|error| MoneyError::MerchantInvalid(error.to_string()))?;
     Ok(merchant)
+}
+
+/// Whether `text` holds only characters a reader sees: no control characters, no zero-width
+/// characters (U+200B–U+200D, U+2060, U+FEFF) and no bidirectional controls or marks
+/// (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069), which would let a name look like
+/// another one on the payer's screen.
+pub fn is_printable(text: &str) -> bool {
+    !text.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061C}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{202A}'..='\u{202E}'
+                    | '\u{2060}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{FEFF}'
+            )
+    })
 }
 
 /// Writes a validated merchant and its audit entry (admins only, with a reason).
@@ -216,10 +246,7 @@ pub fn issue_key(
     operator.require(Permission::ManageMerchants)?;
     require_reason(reason)?;
     let label = label.trim();
-    if label.is_empty()
-        || label.chars().count() > KEY_LABEL_CHARS_MAX
-        || label.chars().any(char::is_control)
-    {
+    if label.is_empty() || label.chars().count() > KEY_LABEL_CHARS_MAX || !is_printable(label) {
         return Err(MoneyError::MerchantInvalid(format!(
             "a key's label is 1–{KEY_LABEL_CHARS_MAX} characters without control characters"
         )));

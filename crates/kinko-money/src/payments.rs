@@ -31,6 +31,9 @@ use crate::transfers::check_key;
 
 /// One payment moves at most this much.
 pub const PAYMENT_MAX_YEN: i64 = 1_000_000;
+/// The ceiling of a pay code shown from a wallet page, which does not ask for one: a basket at
+/// a convenience store or a restaurant bill, so a till cannot take up to [`PAYMENT_MAX_YEN`].
+pub const PAY_CODE_DEFAULT_MAX_YEN: i64 = 10_000;
 /// How long a dynamic code's payment request can be paid.
 pub const PAYMENT_REQUEST_LIFETIME_MS: i64 = 10 * 60 * 1_000;
 /// A payment request's reference: 1–25 of `A-Z a-z 0-9 - _`.
@@ -50,6 +53,9 @@ pub struct QrQuote {
     pub category_code: u16,
     pub amount_yen: Option<i64>,
     pub reference: Option<String>,
+    /// The name printed in the code (ID 59 or its Japanese one) is not Kinko's record: a
+    /// sticker someone else printed. Show the payer Kinko's name and this warning.
+    pub printed_name_differs: bool,
 }
 
 /// A scanned code to pay.
@@ -310,7 +316,11 @@ impl MoneyService {
         let target = self
             .identity_database()
             .read(|tx: &mut dyn Tx| resolve(tx, &code, now_ms))?;
+        let printed = code.details();
+        let printed_name_differs =
+            printed.name != target.merchant.name || printed.name_ja != target.merchant.name_ja;
         Ok(QrQuote {
+            printed_name_differs,
             kind: if target.request.is_some() {
                 "dynamic"
             } else {
@@ -517,11 +527,30 @@ impl MoneyService {
     }
 
     /// A one-time code for the till to redeem (≤ 60 s). The wallet must be able to pay now.
-    pub fn issue_pay_code(&self, session: &SessionInfo) -> Result<PayCode, MoneyError> {
+    /// `max_amount_yen` is the most the till may take with it (1 to [`PAYMENT_MAX_YEN`]).
+    pub fn issue_pay_code(
+        &self,
+        session: &SessionInfo,
+        max_amount_yen: i64,
+    ) -> Result<PayCode, MoneyError> {
+        check_amount(max_amount_yen)?;
         self.gate(session, false)?;
         let now_ms = u64::try_from(self.clock_ms()).unwrap_or(0);
         let code = kinko_qr::paycode::issue(self.pay_code_key(), session.user_id, now_ms);
         let expires_at_ms = now_ms.saturating_add(kinko_qr::paycode::PAY_CODE_LIFETIME_MS);
+        let claims = kinko_qr::paycode::verify(self.pay_code_key(), &code, now_ms)?;
+        self.identity_database().transaction(|tx: &mut dyn Tx| {
+            tx.execute(
+                "INSERT INTO money_pay_code_ceilings (nonce, max_amount_yen, expires_at)
+                 VALUES ($1, $2, $3)",
+                &[
+                    claims.nonce.to_vec().into(),
+                    max_amount_yen.into(),
+                    i64::try_from(expires_at_ms).unwrap_or(i64::MAX).into(),
+                ],
+            )?;
+            Ok::<_, MoneyError>(())
+        })?;
         Ok(PayCode {
             code,
             expires_at_ms: i64::try_from(expires_at_ms).unwrap_or(i64::MAX),
@@ -567,6 +596,17 @@ impl MoneyService {
             }
             if payer.opt_int(1)?.is_some_and(|until| until > now_ms) {
                 return Err(MoneyError::Gate("IDENTITY_OUTGOING_FROZEN"));
+            }
+            // The payer's ceiling; a code without one (none is issued so) is refused.
+            let ceiling = tx
+                .query_opt(
+                    "SELECT max_amount_yen FROM money_pay_code_ceilings WHERE nonce = $1",
+                    &[claims.nonce.to_vec().into()],
+                )?
+                .ok_or(MoneyError::PayCode(kinko_qr::CodeError::BadSignature))?
+                .int(0)?;
+            if amount_yen > ceiling {
+                return Err(MoneyError::PayCodeAboveCeiling);
             }
             let id = uuid::Uuid::now_v7();
             let used = tx.execute(

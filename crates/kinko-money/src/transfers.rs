@@ -17,6 +17,12 @@ use crate::charge::{IDEMPOTENCY_KEY_LENGTH_MAX, MoneyError, MoneyService};
 /// A handle is 3–20 of `a-z`, `0-9` and `_`, stored lower-case.
 pub const HANDLE_LENGTH_MIN: usize = 3;
 pub const HANDLE_LENGTH_MAX: usize = 20;
+/// Handles one wallet may look up (a transfer sent or a handle claimed, found or not) per
+/// [`HANDLE_LOOKUP_WINDOW_MS`]: more than a person pays or renames in an hour (a wallet
+/// sending 60 at once is tested), far too few to enumerate who is on Kinko: 2,400 a day from a
+/// verified wallet, against unlimited before (THREATS: every guess limited).
+pub const HANDLE_LOOKUPS_MAX: i64 = 100;
+pub const HANDLE_LOOKUP_WINDOW_MS: i64 = 60 * 60 * 1000;
 /// A note to the recipient: at most this many characters, no control characters.
 pub const NOTE_LENGTH_MAX: usize = 100;
 /// One transfer moves at most this much.
@@ -86,6 +92,7 @@ impl MoneyService {
     /// Sets (or changes) the wallet's handle; another wallet's handle is `MONEY_HANDLE_TAKEN`.
     pub fn set_handle(&self, session: &SessionInfo, raw: &str) -> Result<String, MoneyError> {
         let handle = normalize_handle(raw)?;
+        self.count_handle_lookup(session.user_id)?;
         let now_ms = self.clock_ms();
         self.identity_database().transaction(|tx: &mut dyn Tx| {
             let owner = tx.query_opt(
@@ -130,6 +137,7 @@ impl MoneyService {
             return Err(MoneyError::NoteInvalid);
         }
         let to_handle = normalize_handle(&request.to_handle)?;
+        self.count_handle_lookup(session.user_id)?;
         self.score_money_out(
             session,
             crate::risk::MoneyOut::P2p {
@@ -228,6 +236,29 @@ impl MoneyService {
         }
         self.settle_transfer(&mut sent, user_id, recipient)?;
         Ok(sent)
+    }
+
+    /// Counts one handle lookup by `user_id` in its own transaction (a lookup that finds
+    /// nothing rolls its own transaction back, and must count all the same); refused beyond
+    /// [`HANDLE_LOOKUPS_MAX`] in the window, across processes.
+    fn count_handle_lookup(&self, user_id: u128) -> Result<(), MoneyError> {
+        let now_ms = self.clock_ms();
+        let bucket = format!("handle_lookup:user:{}", uuid::Uuid::from_u128(user_id));
+        let decision = self.identity_database().transaction(|tx: &mut dyn Tx| {
+            kinko_identity::ratelimit::hit(
+                tx,
+                now_ms,
+                &bucket,
+                HANDLE_LOOKUP_WINDOW_MS,
+                HANDLE_LOOKUPS_MAX,
+            )
+        })?;
+        match decision {
+            kinko_identity::ratelimit::Decision::Allowed => Ok(()),
+            kinko_identity::ratelimit::Decision::Limited { retry_after_ms } => {
+                Err(MoneyError::HandleLookupRateLimited { retry_after_ms })
+            }
+        }
     }
 
     /// Submits the ledger transfer (the same id is the same transfer) and records the outcome:

@@ -80,6 +80,10 @@ pub const SQLITE: &[Migration] = &[
         "0050_credit_approvals",
         include_str!("../migrations/sqlite/0050_credit_approvals.sql"),
     ),
+    (
+        "0060_pay_code_ceilings",
+        include_str!("../migrations/sqlite/0060_pay_code_ceilings.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -154,6 +158,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0050_credit_approvals",
         include_str!("../migrations/postgres/0050_credit_approvals.sql"),
+    ),
+    (
+        "0060_pay_code_ceilings",
+        include_str!("../migrations/postgres/0060_pay_code_ceilings.sql"),
     ),
 ];
 

@@ -459,7 +459,12 @@ fn pay_codes_work_once(backend: &str) {
     let kinko = &world.kinko;
     let (_, hanako) = funded_wallet(&world, "hanako@example.jp", "090-1234-5678", 10_000);
     let (_, key) = merchant(&world, "Kinko Mart", "きんこマート");
-    let issued = kinko.call("POST", "/api/v1/pay-codes", None, Some(&hanako));
+    let issued = kinko.call(
+        "POST",
+        "/api/v1/pay-codes",
+        Some(json!({ "max_amount_yen": 500 })),
+        Some(&hanako),
+    );
     assert_eq!(issued.status, 201, "{}", issued.body);
     let issued = json_of(&issued);
     let code = text_of(&issued["code"]);

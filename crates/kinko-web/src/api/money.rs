@@ -48,7 +48,8 @@ impl From<MoneyError> for Problem {
         match error {
             MoneyError::NewLinkWait { retry_after_ms }
             | MoneyError::PayoutAccountWait { retry_after_ms }
-            | MoneyError::ConfirmationRateLimited { retry_after_ms } => {
+            | MoneyError::ConfirmationRateLimited { retry_after_ms }
+            | MoneyError::HandleLookupRateLimited { retry_after_ms } => {
                 problem.retry_after_ms(retry_after_ms)
             }
             MoneyError::LimitExceeded(which) => {
@@ -348,7 +349,7 @@ pub struct HandleView {
 }
 
 #[utoipa::path(put, path = "/api/v1/me/handle", request_body = HandleBody,
-    responses((status = 200, body = HandleView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = HandleView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem)))]
 pub async fn set_handle(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
@@ -400,7 +401,7 @@ impl From<P2pTransfer> for TransferView {
 #[utoipa::path(post, path = "/api/v1/transfers", request_body = SendBody,
     params(("Idempotency-Key" = String, Header)),
     responses((status = 201, body = TransferView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem)))]
 pub async fn send(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,

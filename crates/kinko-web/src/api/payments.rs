@@ -81,7 +81,8 @@ pub struct ScannedCode {
 }
 
 /// What a scanned code leads to: the merchant as Kinko records it (never as the code says)
-/// and, for a dynamic code, the amount from Kinko's record. Nothing is written.
+/// and, for a dynamic code, the amount from Kinko's record; `printed_name_differs` when the
+/// name printed in the code is not Kinko's record (warn the payer). Nothing is written.
 #[utoipa::path(post, path = "/api/v1/payments/resolve", request_body = ScannedCode,
     responses((status = 200, description = "The merchant and amount to confirm"), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
@@ -166,18 +167,28 @@ pub struct PayCodeView {
     svg: String,
 }
 
-/// A one-time code for the merchant's till to redeem (consumer-presented).
-#[utoipa::path(post, path = "/api/v1/pay-codes",
-    responses((status = 201, body = PayCodeView), (status = 401, body = Problem), (status = 403, body = Problem)))]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayCodeBody {
+    /// The most the till may take with this code (the payer's ceiling), in yen.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    max_amount_yen: i64,
+}
+
+/// A one-time code for the merchant's till to redeem (consumer-presented), up to the payer's
+/// `max_amount_yen`.
+#[utoipa::path(post, path = "/api/v1/pay-codes", request_body = PayCodeBody,
+    responses((status = 201, body = PayCodeView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn issue_pay_code(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
+    ApiJson(body): ApiJson<PayCodeBody>,
 ) -> Result<(StatusCode, Json<PayCodeView>), Problem> {
     let service = money(&state);
     let PayCode {
         code,
         expires_at_ms,
-    } = blocking(move || service.issue_pay_code(&session)).await?;
+    } = blocking(move || service.issue_pay_code(&session, body.max_amount_yen)).await?;
     let svg = svg(&code)?;
     Ok((
         StatusCode::CREATED,
@@ -273,7 +284,9 @@ pub struct RedeemBody {
 }
 
 /// Redeems a payer's one-time code for an amount (`Idempotency-Key` required; the code works
-/// once). `rejected` with `insufficient_funds` when the wallet does not cover it.
+/// once). `rejected` with `insufficient_funds` when the wallet does not cover it; 403
+/// `PAY_CODE_ABOVE_CEILING` above the payer's `max_amount_yen` (nothing moves, the code stays
+/// usable for an amount within it).
 #[utoipa::path(post, path = "/api/v1/merchant/pay-codes/redeem", request_body = RedeemBody,
     params(("Idempotency-Key" = String, Header)),
     responses((status = 201, description = "The payment: posted or rejected"), (status = 400, body = Problem),

@@ -204,7 +204,11 @@ async fn pay_code(
     }
     let service = money(&state);
     let info = session.session.clone();
-    let issued = match blocking(move || service.issue_pay_code(&info)).await {
+    let issued = match blocking(move || {
+        service.issue_pay_code(&info, kinko_money::payments::PAY_CODE_DEFAULT_MAX_YEN)
+    })
+    .await
+    {
         Ok(issued) => issued,
         Err(problem) => return error_page(session.lang, &session.csrf, &problem),
     };

@@ -1,0 +1,7 @@
+-- The ceiling the payer set when showing a consumer-presented code, by the code's nonce: a
+-- merchant redeeming above it is refused (issue 13 item 8).
+CREATE TABLE money_pay_code_ceilings (
+    nonce BLOB PRIMARY KEY NOT NULL,
+    max_amount_yen INTEGER NOT NULL CHECK (max_amount_yen > 0),
+    expires_at INTEGER NOT NULL
+);
