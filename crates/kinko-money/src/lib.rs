@@ -25,6 +25,7 @@ pub mod merchants;
 pub mod payments;
 pub mod reconcile;
 mod risk;
+pub mod service;
 pub mod transfers;
 
 pub use charge::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};

@@ -84,6 +84,10 @@ pub const SQLITE: &[Migration] = &[
         "0060_pay_code_ceilings",
         include_str!("../migrations/sqlite/0060_pay_code_ceilings.sql"),
     ),
+    (
+        "0070_cases",
+        include_str!("../migrations/sqlite/0070_cases.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -162,6 +166,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0060_pay_code_ceilings",
         include_str!("../migrations/postgres/0060_pay_code_ceilings.sql"),
+    ),
+    (
+        "0070_cases",
+        include_str!("../migrations/postgres/0070_cases.sql"),
     ),
 ];
 
