@@ -696,9 +696,12 @@ async fn legacy_verify(
     let bank = Arc::clone(&state.bank);
     let outcome = blocking(move || bank.legacy_verify(&assertion, &request, now_ms)).await;
     match outcome {
-        Ok(Ok(matched)) => {
-            (no_store(), Json(serde_json::json!({ "match": matched }))).into_response()
-        }
+        Ok(Ok(Some(account_ref))) => (
+            no_store(),
+            Json(serde_json::json!({ "match": true, "account_ref": account_ref })),
+        )
+            .into_response(),
+        Ok(Ok(None)) => (no_store(), Json(serde_json::json!({ "match": false }))).into_response(),
         // A failed client authentication is a token-endpoint-style 401, without a DPoP challenge.
         Ok(Err(ResourceError::OAuth(error))) => refusal(&error, false).into_response(),
         Ok(Err(error)) => resource_refusal(&error).into_response(),

@@ -67,15 +67,17 @@ fn check_shape(request: &LegacyVerifyRequest) -> Result<AccountKind, ResourceErr
 }
 
 impl Bank {
-    /// `POST /v1/legacy/verify`: `Ok(true)` only when every field matches an account that is
-    /// not locked. Failures count toward the account's lock in the same transaction as the
+    /// `POST /v1/legacy/verify`: the account's pairwise reference for this client (the same
+    /// one a consent by OAuth gives, so a wallet platform keys one account alike whichever way
+    /// it was verified) only when every field matches an account that is not locked; `None`
+    /// otherwise. Failures count toward the account's lock in the same transaction as the
     /// check, under the lock row's lock, so parallel guesses cannot pass the limit.
     pub fn legacy_verify(
         &self,
         client_assertion: &str,
         request: &LegacyVerifyRequest,
         now_ms: i64,
-    ) -> Result<bool, ResourceError> {
+    ) -> Result<Option<String>, ResourceError> {
         let client = self.authenticate_client(client_assertion, now_ms)?;
         let kind = check_shape(request)?;
         self.database().transaction(|tx: &mut dyn Tx| {
@@ -91,7 +93,7 @@ impl Bank {
             )?;
             let Some(row) = found else {
                 kinko_identity::password::verify_unknown_user(&request.pin);
-                return Ok(false);
+                return Ok(None);
             };
             let account_id = uuid::Uuid::from_u128(row.uuid(0)?);
             let customer_id = uuid::Uuid::from_u128(row.uuid(1)?);
@@ -119,7 +121,7 @@ impl Bank {
                 .ct_eq(request.birth_date.trim().as_bytes());
             let all_same = pin_same && bool::from(kana_same & birth_same);
             if locked {
-                return Ok(false);
+                return Ok(None);
             }
             let account = store::account(tx, account_id)?
                 .ok_or_else(|| kinko_ledger::StoreError::new("the account vanished"))?;
@@ -146,7 +148,7 @@ impl Bank {
                     ),
                     now_ms,
                 )?;
-                return Ok(true);
+                return Ok(Some(self.account_ref(&client.client_id, account_id)?));
             }
             let failures = lock.int(0)?.saturating_add(1);
             if failures >= FAILURES_MAX {
@@ -175,7 +177,7 @@ impl Bank {
                     &[Value::Uuid(account_id.as_u128()), failures.into()],
                 )?;
             }
-            Ok(false)
+            Ok(None)
         })
     }
 }

@@ -59,6 +59,11 @@ both!(
     legacy_verify_over_http,
 );
 
+/// [`right`], where a local of that name hides it.
+fn right_of(fixture: &Fixture, index: usize) -> LegacyVerifyRequest {
+    right(fixture, index)
+}
+
 /// The right data for customer `index`'s first account.
 fn right(fixture: &Fixture, index: usize) -> LegacyVerifyRequest {
     let customer = &fixture.customers[index];
@@ -86,6 +91,10 @@ fn assertion(fixture: &Fixture, now_ms: i64) -> String {
 }
 
 fn verify(fixture: &Fixture, request: &LegacyVerifyRequest) -> bool {
+    verified_ref(fixture, request).is_some()
+}
+
+fn verified_ref(fixture: &Fixture, request: &LegacyVerifyRequest) -> Option<String> {
     fixture
         .bank
         .legacy_verify(&assertion(fixture, T0_MS), request, T0_MS)
@@ -119,7 +128,15 @@ fn every_field_right_matches_and_any_wrong_field_does_not(backend: &str) {
         kana_name: right.kana_name.replace(' ', "　"),
         ..right.clone()
     };
-    assert!(verify(&fixture, &spaced));
+    // A match names the account by its pairwise reference: the same each time, another for
+    // another account.
+    let reference = verified_ref(&fixture, &spaced);
+    assert!(
+        reference.as_ref().is_some_and(|text| text.len() >= 43),
+        "{reference:?}"
+    );
+    assert_eq!(verified_ref(&fixture, &right), reference);
+    assert_ne!(verified_ref(&fixture, &right_of(&fixture, 1)), reference);
     let pin = fixture.customers[0].accounts[0].pin.clone();
     let wrong = [
         LegacyVerifyRequest {
@@ -221,7 +238,10 @@ fn malformed_input_and_bad_clients_are_refused_without_counting(backend: &str) {
         let error = fixture
             .bank
             .legacy_verify(&assertion(&fixture, T0_MS), request, T0_MS)
-            .map_or_else(|error| error.code(), |matched| panic!("answered {matched}"));
+            .map_or_else(
+                |error| error.code(),
+                |matched| panic!("answered {matched:?}"),
+            );
         assert_eq!(error, "BANK_REQUEST_INVALID");
     }
     // A client assertion signed by another key is refused before anything is checked.
@@ -232,7 +252,10 @@ fn malformed_input_and_bad_clients_are_refused_without_counting(backend: &str) {
         let code = fixture
             .bank
             .legacy_verify(&forged, &right, T0_MS)
-            .map_or_else(|error| error.code(), |matched| panic!("answered {matched}"));
+            .map_or_else(
+                |error| error.code(),
+                |matched| panic!("answered {matched:?}"),
+            );
         assert_eq!(code, "BANK_OAUTH_CLIENT_ASSERTION_SIGNATURE_INVALID");
     }
     // None of that counted toward the lock.

@@ -552,12 +552,13 @@ impl BankClient {
         }
     }
 
-    /// The legacy verify call: `true` only when the bank says every field matched.
+    /// The legacy verify call: the account's pairwise reference (the same an OAuth consent
+    /// gives) only when the bank says every field matched; `None` otherwise.
     pub fn legacy_verify(
         &self,
         request: &LegacyVerify<'_>,
         now_ms: i64,
-    ) -> Result<bool, BankClientError> {
+    ) -> Result<Option<String>, BankClientError> {
         let assertion = self.assertion(now_ms)?;
         let response = self
             .agent
@@ -573,10 +574,23 @@ impl BankClient {
                 ("kana_name", request.kana_name),
                 ("birth_date", request.birth_date),
             ])?;
-        answer_json(response)?
+        let answer = answer_json(response)?;
+        let matched = answer
             .get("match")
             .and_then(Value::as_bool)
-            .ok_or(BankClientError::Malformed("no match member"))
+            .ok_or(BankClientError::Malformed("no match member"))?;
+        if !matched {
+            return Ok(None);
+        }
+        // A match without the account's reference can't be keyed to one account: refused.
+        match answer.get("account_ref").and_then(Value::as_str) {
+            Some(reference) if !reference.is_empty() && reference.len() <= 128 => {
+                Ok(Some(reference.to_owned()))
+            }
+            _ => Err(BankClientError::Malformed(
+                "a match without its account_ref",
+            )),
+        }
     }
 
     /// The bank's webhook signing key named `kid`: from the cache, else fetched afresh (a

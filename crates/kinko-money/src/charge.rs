@@ -237,7 +237,7 @@ impl MoneyService {
             let link = tx
                 .query_opt(
                     &format!(
-                        "SELECT bank_code, status, created_at, method FROM banking_links
+                        "SELECT bank_code, status, created_at, method, account_ref FROM banking_links
                          WHERE id = $1 AND user_id = $2{}",
                         tx.for_update()
                     ),
@@ -286,14 +286,23 @@ impl MoneyService {
                 }
                 let (day_start, month_start) = japan_day_and_month_start(now_ms);
                 let counted = "direction = 'charge' AND status IN ('pending', 'posted')";
-                let link_sum = |tx: &mut dyn Tx, since: i64| {
+                // The bank's limits hold per bank account, whichever link or wallet charged it:
+                // unlinking and relinking (to this wallet or another) starts nothing afresh.
+                let account_ref = link.text(4)?;
+                let account_sum = |tx: &mut dyn Tx, since: i64| {
                     sum(
                         tx,
                         &format!(
                             "SELECT CAST(SUM(amount_yen) AS BIGINT) FROM money_bank_transfers
-                         WHERE link_id = $1 AND {counted} AND created_at >= $2"
+                             WHERE link_id IN (SELECT id FROM banking_links
+                                               WHERE bank_code = $1 AND account_ref = $2)
+                               AND {counted} AND created_at >= $3"
                         ),
-                        &[Value::Uuid(request.link_id.as_u128()), since.into()],
+                        &[
+                            bank_code.as_str().into(),
+                            account_ref.as_str().into(),
+                            since.into(),
+                        ],
                     )
                 };
                 let wallet_sum = |tx: &mut dyn Tx, since: i64| {
@@ -308,14 +317,14 @@ impl MoneyService {
                 };
                 let after = |spent: i64| spent.checked_add(request.amount_yen).unwrap_or(i64::MAX);
                 let new_link = now_ms < linked_at_ms + policy.new_link_period_days * DAY_MS;
-                let link_day = after(link_sum(tx, day_start)?);
-                if link_day > policy.daily_max_yen {
+                let account_day = after(account_sum(tx, day_start)?);
+                if account_day > policy.daily_max_yen {
                     return Err(MoneyError::LimitExceeded("bank daily"));
                 }
-                if new_link && link_day > policy.new_link_daily_max_yen {
+                if new_link && account_day > policy.new_link_daily_max_yen {
                     return Err(MoneyError::LimitExceeded("new link daily"));
                 }
-                if after(link_sum(tx, month_start)?) > policy.monthly_max_yen {
+                if after(account_sum(tx, month_start)?) > policy.monthly_max_yen {
                     return Err(MoneyError::LimitExceeded("bank monthly"));
                 }
                 if after(wallet_sum(tx, day_start)?) > WALLET_DAILY_MAX_YEN {

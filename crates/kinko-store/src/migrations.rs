@@ -65,6 +65,10 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0014_link_refresh_lease.sql"),
     ),
     (
+        "0015_account_limits",
+        include_str!("../migrations/sqlite/0015_account_limits.sql"),
+    ),
+    (
         "0020_contact_notices",
         include_str!("../migrations/sqlite/0020_contact_notices.sql"),
     ),
@@ -146,6 +150,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0014_link_refresh_lease",
         include_str!("../migrations/postgres/0014_link_refresh_lease.sql"),
+    ),
+    (
+        "0015_account_limits",
+        include_str!("../migrations/postgres/0015_account_limits.sql"),
     ),
     (
         "0020_contact_notices",

@@ -186,9 +186,39 @@ fn one_bank_account_links_to_one_wallet(backend: &str) {
         "BANK_LINK_FAILED",
     );
     assert!(links(kinko, &second).is_empty());
-    assert!(
-        purposes(kinko, "hanako@example.jp").contains(&"bank_link_attempt_elsewhere".to_owned())
+    let told = |kinko: &support::Server| {
+        purposes(kinko, "hanako@example.jp")
+            .iter()
+            .filter(|purpose| *purpose == "bank_link_attempt_elsewhere")
+            .count()
+    };
+    assert_eq!(told(kinko), 1);
+    // Issue 11 item 5: the same account by the legacy method (the holder's PIN, the wallet's
+    // KYC'd name) was another key, so it linked to the second wallet and nobody was told. The
+    // bank now names a legacy match by the account's pairwise reference, as OAuth does.
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    set_policy(
+        &pair,
+        &admin_token,
+        "0001",
+        json!({ "legacy_enabled": true }),
     );
+    let account = &hanako.accounts[0];
+    let legacy = kinko.call(
+        "POST",
+        "/api/v1/bank-links/legacy",
+        Some(json!({
+            "bank_code": account.bank_code,
+            "branch": account.branch,
+            "account_type": "futsu",
+            "account_number": account.number,
+            "pin": account.pin,
+        })),
+        Some(&second),
+    );
+    kinko.assert_problem(&legacy, 400, "BANK_LINK_FAILED");
+    assert!(links(kinko, &second).is_empty());
+    assert_eq!(told(kinko), 2);
     // The account at the other bank code is another account: it links.
     let url = start_link(kinko, &second, "0009");
     let callback = approve_at_bank(&pair.bank, &mut at_bank, &url, &hanako, "0009");

@@ -13,8 +13,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bank_support::{
-    balance, charge, charge_confirmed, customer, linked, linked_with_secret, set_policy, start,
-    start_with, start_with_bank, wallet,
+    Browser, approve_at_bank, balance, charge, charge_confirmed, complete, customer, linked,
+    linked_with_secret, set_policy, start, start_link, start_with, start_with_bank, wallet,
 };
 use serde_json::{Value, json};
 use support::{HttpResponse, Server, http_with, json_of, text_of, totp_code, wrong_code};
@@ -39,6 +39,7 @@ both!(
     an_in_doubt_charge_on_an_ended_link_is_settled_past_a_bad_row,
     concurrent_requests_with_one_key_charge_once,
     two_instances_refreshing_one_link_take_turns,
+    relinking_an_account_starts_no_limit_afresh,
 );
 
 fn a_charge_moves_money_once(backend: &str) {
@@ -811,5 +812,55 @@ fn two_instances_refreshing_one_link_take_turns(backend: &str) {
         pair.bank.balance(&customer(0), "0001"),
         at_bank_before - 2_000
     );
+    kinko.assert_books_balance();
+}
+
+/// Issue 11 item 5 (D4/D16): the bank's limits hold per bank account. A new link may take
+/// ¥30,000 a day; unlinking and linking the same account again made a fresh link with a fresh
+/// ¥30,000 (the sums were keyed by link). Now the second link's first charge is refused and
+/// the bank's balance moved once.
+fn relinking_an_account_starts_no_limit_afresh(backend: &str) {
+    let pair = start_with(backend, &[("KINKO_OUTGOING_FREEZE_S", "0")]);
+    let kinko = &pair.kinko;
+    let admin_token = kinko.operator_token(&pair.admin, 0);
+    set_policy(
+        &pair,
+        &admin_token,
+        "0001",
+        json!({ "new_link_wait_hours": 0 }),
+    );
+    let token = wallet(
+        kinko,
+        "hanako@example.jp",
+        "090-1234-5678",
+        "SANDBOX-ID-0001",
+    );
+    let hanako = customer(0);
+    // One browser at the bank: its session spares a second login (a TOTP code is single use).
+    let mut at_bank = Browser::default();
+    let mut link_account = || {
+        let url = start_link(kinko, &token, "0001");
+        let callback = approve_at_bank(&pair.bank, &mut at_bank, &url, &hanako, "0001");
+        let linked = complete(kinko, &token, &callback);
+        assert_eq!(linked.status, 201, "{}", linked.body);
+        text_of(&json_of(&linked)["id"])
+    };
+    let link_id = link_account();
+    let at_bank_before = pair.bank.balance(&hanako, "0001");
+    let first = charge(kinko, &token, "before-relink", &link_id, 30_000);
+    assert_eq!(json_of(&first)["status"], "posted", "{}", first.body);
+    let unlinked = kinko.call(
+        "DELETE",
+        &format!("/api/v1/bank-links/{link_id}"),
+        None,
+        Some(&token),
+    );
+    assert_eq!(unlinked.status, 200, "{}", unlinked.body);
+    let new_link_id = link_account();
+    assert_ne!(new_link_id, link_id);
+    let again = charge(kinko, &token, "after-relink", &new_link_id, 1_000);
+    kinko.assert_problem(&again, 403, "MONEY_LIMIT_EXCEEDED");
+    assert_eq!(pair.bank.balance(&hanako, "0001"), at_bank_before - 30_000);
+    assert_eq!(balance(kinko, &token)["balance_yen"], 30_000);
     kinko.assert_books_balance();
 }

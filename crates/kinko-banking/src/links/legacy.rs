@@ -96,14 +96,7 @@ impl LinkService {
             Ok(kinko_identity::kyc::current_identity(tx, user_id)?)
         })?;
         let outcome = self.legacy_ask_bank(
-            user_id,
-            &code,
-            request,
-            identity,
-            &account_key,
-            &pin_key,
-            attempt_id,
-            now_ms,
+            user_id, &code, request, identity, &pin_key, attempt_id, now_ms,
         );
         // Every answer past this point leaves at the same time after the request began.
         if let Some(rest) = self.legacy_answer_time.checked_sub(started.elapsed()) {
@@ -119,7 +112,6 @@ impl LinkService {
         code: &BankCode,
         request: &LegacyLinkRequest,
         identity: Option<kinko_identity::kyc::VerifiedIdentity>,
-        account_key: &str,
         pin_key: &str,
         attempt_id: uuid::Uuid,
         now_ms: i64,
@@ -130,8 +122,8 @@ impl LinkService {
             .ok_or(LinkError::BankUnavailable)?;
         // The KYC'd name and birth date go to the bank, never typed ones: a stranger's leaked
         // data cannot be offered for a wallet proven to be someone else's (D1).
-        let matched = match &identity {
-            None => false,
+        let account_ref = match &identity {
+            None => None,
             Some(identity) => client
                 .legacy_verify(
                     &LegacyVerify {
@@ -158,15 +150,17 @@ impl LinkService {
             &request.account_number[request.account_number.len().saturating_sub(3)..]
         );
         self.identity.database().transaction(|tx: &mut dyn Tx| {
-            if !matched {
+            // The bank names a matched account by the same pairwise reference an OAuth consent
+            // gives: one account is one key, whichever method tied it to a wallet.
+            let Some(account_ref) = account_ref.as_deref() else {
                 self.legacy_failed(tx, user_id, code, pin_key, now_ms)?;
                 return Ok(Err(LinkError::LinkFailed));
-            }
+            };
             tx.execute(
                 "UPDATE banking_legacy_attempts SET matched = 1 WHERE id = $1",
                 &[Value::Uuid(attempt_id.as_u128())],
             )?;
-            if let Some(owner) = active_link_on(tx, code.as_str(), account_key)? {
+            if let Some(owner) = active_link_on(tx, code.as_str(), account_ref)? {
                 if owner != user_id {
                     tell_user(
                         tx,
@@ -200,7 +194,7 @@ impl LinkService {
                     Value::Uuid(link_id.as_u128()),
                     Value::Uuid(user_id),
                     code.as_str().into(),
-                    account_key.into(),
+                    account_ref.into(),
                     label.as_str().into(),
                     now_ms.into(),
                 ],
