@@ -71,8 +71,11 @@ pub trait KycProvider: Send + Sync {
 }
 
 /// The sandbox provider: deterministic test identities for development, tests, the demo and
-/// the drill. `SANDBOX-REJECT…` is rejected, `SANDBOX-REVIEW…` goes to manual review, and
-/// each `SANDBOX-ID-NNNN` below proves one fixed identity; anything else is rejected.
+/// the drill. `SANDBOX-REJECT…` is rejected, `SANDBOX-REVIEW…` goes to manual review, each
+/// `SANDBOX-ID-NNNN` below proves one fixed identity (a demo bank customer's), and
+/// `SANDBOX-PERSON-N` (N: 1 to 6 digits) proves a made-up person numbered N who holds no
+/// account at the sandbox bank — one identity backs one wallet, so tests and the drill that
+/// need many wallets use these; anything else is rejected.
 #[derive(Debug, Clone, Copy)]
 pub struct SandboxKycProvider;
 
@@ -124,6 +127,17 @@ impl KycProvider for SandboxKycProvider {
         if document_reference.starts_with("SANDBOX-REVIEW") {
             return Ok(KycOutcome::Review);
         }
+        if let Some(number) = document_reference.strip_prefix("SANDBOX-PERSON-")
+            && (1..=6).contains(&number.len())
+            && number.bytes().all(|byte| byte.is_ascii_digit())
+        {
+            return Ok(KycOutcome::Verified(VerifiedIdentity {
+                legal_name: format!("試験 利用者{number}"),
+                kana_name: format!("シケン リヨウシヤ{number}"),
+                birth_date: "1980-01-01".to_owned(),
+                address: format!("東京都港区芝公園{number}"),
+            }));
+        }
         Ok(SANDBOX_IDENTITIES
             .iter()
             .find(|(reference, ..)| *reference == document_reference)
@@ -150,6 +164,9 @@ pub struct KycRecord {
 
 /// Keeps the provider's outcome as a new immutable record and, when verified, raises the
 /// user to L1. Runs in the caller's transaction, with the audit entry.
+///
+/// `held_for`: a verified identity that may not back this wallet yet (see [`bind_identity`]) is
+/// kept with its reason for an operator's review: stored as `review`, the level unchanged.
 pub fn record_outcome(
     tx: &mut dyn Tx,
     now_ms: i64,
@@ -157,11 +174,16 @@ pub fn record_outcome(
     provider: &str,
     document_reference: &str,
     outcome: &KycOutcome,
+    held_for: Option<&str>,
 ) -> Result<KycRecord, IdentityError> {
     let id = uuid::Uuid::now_v7();
     let identity = match outcome {
         KycOutcome::Verified(identity) => Some(identity.clone()),
         _ => None,
+    };
+    let stored = match (outcome, held_for) {
+        (KycOutcome::Verified(_), Some(_)) => "review",
+        _ => outcome.as_str(),
     };
     tx.execute(
         "INSERT INTO identity_kyc_records (id, user_id, provider, reference, outcome, legal_name,
@@ -172,7 +194,7 @@ pub fn record_outcome(
             Value::Uuid(user_id),
             provider.into(),
             document_reference.into(),
-            outcome.as_str().into(),
+            stored.into(),
             identity.as_ref().map(|i| i.legal_name.clone()).into(),
             identity.as_ref().map(|i| i.kana_name.clone()).into(),
             identity.as_ref().map(|i| i.birth_date.clone()).into(),
@@ -180,7 +202,7 @@ pub fn record_outcome(
             Value::Int(now_ms),
         ],
     )?;
-    if identity.is_some() {
+    if identity.is_some() && held_for.is_none() {
         tx.execute(
             "UPDATE identity_users SET kyc_level = 1 WHERE id = $1",
             &[Value::Uuid(user_id)],
@@ -191,23 +213,130 @@ pub fn record_outcome(
         now_ms,
         &kinko_audit::AuditEntry {
             actor: kinko_audit::Actor::User(user_id),
-            action: match outcome {
-                KycOutcome::Verified(_) => "kyc.verified",
-                KycOutcome::Rejected => "kyc.rejected",
-                KycOutcome::Review => "kyc.review",
+            action: match stored {
+                "verified" => "kyc.verified",
+                "rejected" => "kyc.rejected",
+                _ => "kyc.review",
             },
             subject_kind: "user",
             subject_id: &uuid::Uuid::from_u128(user_id).to_string(),
-            reason: "",
+            reason: held_for.unwrap_or(""),
             detail: serde_json::json!({ "provider": provider, "record": id.to_string() }),
         },
     )?;
     Ok(KycRecord {
         id,
         provider: provider.to_owned(),
-        outcome: outcome.as_str(),
-        identity,
+        outcome: stored,
+        identity: identity.filter(|_| held_for.is_none()),
         created_at_ms: now_ms,
+    })
+}
+
+/// Whether a verified identity may back a wallet (see [`bind_identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The first wallet to prove this identity: now bound to it.
+    Bound,
+    /// The wallet proved the identity it is bound to again.
+    Same,
+    /// The wallet is bound to another identity: a change of who stands behind it is reviewed.
+    ChangedIdentity,
+    /// Another wallet is bound to this identity.
+    HeldByAnother(u128),
+}
+
+/// The identity's key: a keyed hash (never the data itself) of the legal name, the kana name
+/// (spaces of either width dropped) and the birth date.
+pub fn identity_key(secret_box: &crate::secrets::SecretBox, identity: &VerifiedIdentity) -> String {
+    let squeeze = |text: &str| -> String {
+        text.chars()
+            .filter(|character| !character.is_whitespace())
+            .collect()
+    };
+    let data = format!(
+        "{}\n{}\n{}",
+        squeeze(&identity.legal_name),
+        squeeze(&identity.kana_name),
+        identity.birth_date.trim()
+    );
+    secret_box.keyed_hash("kyc.identity.v1", data.as_bytes())
+}
+
+/// Binds `identity_key` to the wallet unless the wallet or the identity is bound already.
+/// Two wallets racing for one identity: the unique key lets one insert; the other finds it.
+pub fn bind_identity(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+    user_id: u128,
+    identity_key: &str,
+) -> Result<Binding, IdentityError> {
+    let existing = |tx: &mut dyn Tx| -> Result<Option<Binding>, IdentityError> {
+        if let Some(row) = tx.query_opt(
+            "SELECT identity_key FROM identity_kyc_bindings WHERE user_id = $1",
+            &[Value::Uuid(user_id)],
+        )? {
+            return Ok(Some(if row.text(0)? == identity_key {
+                Binding::Same
+            } else {
+                Binding::ChangedIdentity
+            }));
+        }
+        Ok(tx
+            .query_opt(
+                "SELECT user_id FROM identity_kyc_bindings WHERE identity_key = $1",
+                &[identity_key.into()],
+            )?
+            .map(|row| row.uuid(0))
+            .transpose()?
+            .map(Binding::HeldByAnother))
+    };
+    if let Some(binding) = existing(tx)? {
+        return Ok(binding);
+    }
+    let inserted = tx.execute(
+        "INSERT INTO identity_kyc_bindings (identity_key, user_id, bound_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+        &[identity_key.into(), Value::Uuid(user_id), now_ms.into()],
+    )?;
+    if inserted == 1 {
+        return Ok(Binding::Bound);
+    }
+    existing(tx)?.ok_or_else(|| IdentityError::Internal("a KYC binding vanished".to_owned()))
+}
+
+/// Binds every wallet proven before bindings existed to the identity of its newest verified
+/// record (at start, idempotent). Where two such wallets share one identity the older proof
+/// keeps it and the other is left unbound: its next proof goes to review. Answers how many
+/// were bound.
+pub fn bind_proven_identities(
+    database: &kinko_store::sql::Database,
+    secret_box: &crate::secrets::SecretBox,
+    now_ms: i64,
+) -> Result<usize, IdentityError> {
+    database.transaction(|tx: &mut dyn Tx| {
+        let rows = tx.query(
+            "SELECT r.user_id, r.legal_name, r.kana_name, r.birth_date, r.address
+             FROM identity_kyc_records r
+             WHERE r.outcome = 'verified'
+               AND NOT EXISTS (SELECT 1 FROM identity_kyc_bindings b WHERE b.user_id = r.user_id)
+             ORDER BY r.created_at, r.id",
+            &[],
+        )?;
+        let mut bound = 0;
+        for row in rows {
+            let identity = VerifiedIdentity {
+                legal_name: row.text(1)?,
+                kana_name: row.text(2)?,
+                birth_date: row.text(3)?,
+                address: row.text(4)?,
+            };
+            let key = identity_key(secret_box, &identity);
+            if bind_identity(tx, now_ms, row.uuid(0)?, &key)? == Binding::Bound {
+                bound += 1;
+            }
+        }
+        Ok(bound)
     })
 }
 

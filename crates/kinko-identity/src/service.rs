@@ -16,7 +16,7 @@ use kinko_store::sql::{Database, Tx, Value};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::codes::{self, CodeCheck, CodePurpose};
-use crate::kyc::{self, KycLevel, KycProvider, KycRecord};
+use crate::kyc::{self, KycLevel, KycOutcome, KycProvider, KycRecord};
 use crate::notify::{self, Channel, Message};
 use crate::password::{self, PasswordRule};
 use crate::ratelimit::{self, Decision, Guess, Guesser, LockState, LoginGate};
@@ -1047,15 +1047,56 @@ impl IdentityService {
             .verify(reference)
             .map_err(|_| IdentityError::KycUnavailable)?;
         let now_ms = self.now_ms();
+        let identity_key = match &outcome {
+            KycOutcome::Verified(identity) => Some(kyc::identity_key(self.secret_box(), identity)),
+            _ => None,
+        };
         self.db.transaction(|tx: &mut dyn Tx| {
-            kyc::record_outcome(
+            let user_id = session.user_id;
+            let held_for = match &identity_key {
+                None => None,
+                Some(key) => match kyc::bind_identity(tx, now_ms, user_id, key)? {
+                    kyc::Binding::Bound | kyc::Binding::Same => None,
+                    kyc::Binding::ChangedIdentity => Some("identity_changed"),
+                    kyc::Binding::HeldByAnother(owner) => {
+                        tell_user(
+                            tx,
+                            now_ms,
+                            owner,
+                            "kyc_identity_elsewhere",
+                            "あなたの本人確認情報で別のウォレットが本人確認を試みました / Someone used your identity for another wallet",
+                            "あなたの本人確認情報（氏名・生年月日）で、別のウォレットが本人確認を試みました。確認のため保留しています。心当たりがない場合はご連絡ください。\n\nAnother wallet submitted an identity check with your name and birth date. We have held it for review. If this was not you, contact us.",
+                        )?;
+                        Some("identity_in_use")
+                    }
+                },
+            };
+            let record = kyc::record_outcome(
                 tx,
                 now_ms,
-                session.user_id,
+                user_id,
                 self.kyc.name(),
                 reference,
                 &outcome,
-            )
+                held_for,
+            )?;
+            if let Some(reason) = held_for {
+                // Who stands behind a wallet changes only after a person has looked.
+                kinko_cases::open_case(
+                    tx,
+                    &kinko_cases::NewCase {
+                        kind: kinko_cases::CaseKind::RiskReview,
+                        bank_code: None,
+                        user_id: Some(uuid::Uuid::from_u128(user_id)),
+                        subject: format!("kyc_record:{}", record.id),
+                        summary: format!("eKYC held for review: {reason}"),
+                        amount_yen: None,
+                        dedupe_key: format!("kyc_record:{}", record.id),
+                    },
+                    now_ms,
+                )?;
+            }
+            Ok(record)
         })
     }
 

@@ -22,6 +22,7 @@ pub mod credits;
 pub mod error;
 pub mod history;
 pub mod merchants;
+pub mod notices;
 pub mod payments;
 pub mod reconcile;
 mod risk;

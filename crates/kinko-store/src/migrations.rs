@@ -69,8 +69,16 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0015_account_limits.sql"),
     ),
     (
+        "0016_movement_notices",
+        include_str!("../migrations/sqlite/0016_movement_notices.sql"),
+    ),
+    (
         "0020_contact_notices",
         include_str!("../migrations/sqlite/0020_contact_notices.sql"),
+    ),
+    (
+        "0021_kyc_bindings",
+        include_str!("../migrations/sqlite/0021_kyc_bindings.sql"),
     ),
     (
         "0030_risk_decisions",
@@ -156,8 +164,16 @@ pub const POSTGRES: &[Migration] = &[
         include_str!("../migrations/postgres/0015_account_limits.sql"),
     ),
     (
+        "0016_movement_notices",
+        include_str!("../migrations/postgres/0016_movement_notices.sql"),
+    ),
+    (
         "0020_contact_notices",
         include_str!("../migrations/postgres/0020_contact_notices.sql"),
+    ),
+    (
+        "0021_kyc_bindings",
+        include_str!("../migrations/postgres/0021_kyc_bindings.sql"),
     ),
     (
         "0030_risk_decisions",

@@ -157,6 +157,15 @@ pub fn serve_with_banks(
         Arc::clone(&clock),
         identity_config(profile)?,
     ));
+    let bound = kinko_identity::kyc::bind_proven_identities(
+        &database,
+        identity.secret_box(),
+        i64::try_from(clock.now_ms()).unwrap_or(i64::MAX),
+    )
+    .context("binding proven identities to their wallets")?;
+    if bound > 0 {
+        tracing::info!(bound, "bound wallets proven before identity bindings");
+    }
     let stopping = Arc::new(AtomicBool::new(false));
     let delivery = spawn_delivery(
         Arc::clone(&database),
@@ -188,6 +197,11 @@ pub fn serve_with_banks(
         }
         let money = Arc::new(money);
         let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
+        let notices = spawn_movement_notices(
+            Arc::clone(&money),
+            format!("{}/wallet/history?movement=", public_url(bound, profile)),
+            Arc::clone(&stopping),
+        )?;
         on_listening(bound);
         let trusted_proxies = Arc::new(trusted_proxies);
         let app = kinko_web::app(kinko_web::AppState {
@@ -213,12 +227,16 @@ pub fn serve_with_banks(
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
-        Ok::<_, anyhow::Error>(reconciler)
+        Ok::<_, anyhow::Error>((reconciler, notices))
     })?;
     drop(runtime);
     stopping.store(true, Ordering::SeqCst);
+    let (reconciler, notices) = reconciler;
     if reconciler.join().is_err() {
         tracing::error!("the reconciler panicked");
+    }
+    if notices.join().is_err() {
+        tracing::error!("the movement notices worker panicked");
     }
     if delivery.join().is_err() {
         tracing::error!("the notification worker panicked");
@@ -227,6 +245,49 @@ pub fn serve_with_banks(
         Ledger::shutdown(ledger);
     }
     Ok(())
+}
+
+/// Where people reach this deployment: `KINKO_PUBLIC_URL`, else the address it listens on.
+fn public_url(bound: SocketAddr, profile: Profile) -> String {
+    std::env::var("KINKO_PUBLIC_URL").unwrap_or_else(|_| match profile {
+        Profile::Serve => format!("http://{bound}"),
+        Profile::Demo => format!("http://localhost:{}", bound.port()),
+    })
+}
+
+/// Announces every posted movement to its owner (`kinko_money::notices`), every
+/// `KINKO_MOVEMENT_NOTICES_EVERY_MS` (default 2,000).
+fn spawn_movement_notices(
+    money: Arc<kinko_money::MoneyService>,
+    dispute_url: String,
+    stopping: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let every_ms: u64 = match std::env::var("KINKO_MOVEMENT_NOTICES_EVERY_MS") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|ms| (50..=3_600_000).contains(ms))
+            .context("KINKO_MOVEMENT_NOTICES_EVERY_MS must be from 50 to 3600000")?,
+        Err(_) => 2_000,
+    };
+    std::thread::Builder::new()
+        .name("movement-notices".to_owned())
+        .spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match money.send_movement_notices(&dispute_url) {
+                    Ok(0) => {}
+                    Ok(sent) => tracing::debug!(sent, "movement notices queued"),
+                    Err(error) => tracing::error!(error = %error, "movement notices failed"),
+                }
+                let mut slept = 0;
+                while slept < every_ms && !stopping.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    slept += 50;
+                }
+            }
+        })
+        .context("starting the movement notices worker")
 }
 
 /// The partner banks' endpoint: `KINKO_BANK_SANDBOX_URL` names a sandbox bank that hosts them
@@ -239,10 +300,7 @@ async fn connect_banks(
     bank_sandbox_url: Option<String>,
     profile: Profile,
 ) -> anyhow::Result<Arc<LinkService>> {
-    let public_url = std::env::var("KINKO_PUBLIC_URL").unwrap_or_else(|_| match profile {
-        Profile::Serve => format!("http://{bound}"),
-        Profile::Demo => format!("http://localhost:{}", bound.port()),
-    });
+    let public_url = public_url(bound, profile);
     let Some(sandbox_url) = bank_sandbox_url else {
         let redirect_uri = format!("{public_url}/api/v1/bank-links/callback");
         return Ok(Arc::new(LinkService::new(

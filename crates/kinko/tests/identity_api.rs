@@ -52,6 +52,7 @@ both!(
     cookie_sessions_need_the_csrf_token_to_change_state,
     sign_ups_are_rate_limited_per_source,
     contact_changes_prove_the_new_contact_and_tell_the_old,
+    one_identity_backs_one_wallet_and_a_change_is_reviewed,
 );
 
 fn sign_up_login_second_factor_kyc_and_the_money_gate(backend: &str) {
@@ -687,5 +688,99 @@ fn contact_changes_prove_the_new_contact_and_tell_the_old(backend: &str) {
         ),
         400,
         "IDENTITY_EMAIL_INVALID",
+    );
+}
+
+fn kyc(server: &Server, token: &str, reference: &str) -> Value {
+    let response = server.call(
+        "POST",
+        "/api/v1/me/kyc",
+        Some(json!({ "document_reference": reference })),
+        Some(token),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    json_of(&response)
+}
+
+/// Issue 11 item 5 (D13): a second wallet proving an identity that backs a wallet already, or
+/// a wallet proving someone else, went straight to L1 with the new identity (the newest record
+/// won). Now both are held for review, with a case opened and the identity's wallet told.
+fn one_identity_backs_one_wallet_and_a_change_is_reviewed(backend: &str) {
+    let server = start(backend);
+    server.active_user("hanako@example.jp", "090-1234-5678");
+    server.active_user("taro@example.jp", "090-2222-3333");
+    let hanako = server.token("hanako@example.jp");
+    let taro = server.token("taro@example.jp");
+    let proved = kyc(&server, &hanako, "SANDBOX-ID-0001");
+    assert_eq!(
+        (proved["outcome"].as_str(), proved["kyc_level"].as_str()),
+        (Some("verified"), Some("L1"))
+    );
+
+    // A second wallet with hanako's identity: held, not L1, and hanako hears of it.
+    let second = kyc(&server, &taro, "SANDBOX-ID-0001");
+    assert_eq!(
+        (second["outcome"].as_str(), second["kyc_level"].as_str()),
+        (Some("review"), Some("L0")),
+        "{second}"
+    );
+    assert!(
+        server
+            .messages_to("hanako@example.jp")
+            .iter()
+            .any(|message| message["purpose"] == "kyc_identity_elsewhere")
+    );
+    // Taro's own identity is his.
+    let own = kyc(&server, &taro, "SANDBOX-ID-0002");
+    assert_eq!(own["outcome"], "verified", "{own}");
+
+    // Hanako's wallet proving someone else (an identity swap): held; she stays L1 as herself.
+    let swap = kyc(&server, &hanako, "SANDBOX-ID-0003");
+    assert_eq!(
+        (swap["outcome"].as_str(), swap["kyc_level"].as_str()),
+        (Some("review"), Some("L1")),
+        "{swap}"
+    );
+    // Nor can the swap take an identity another wallet holds.
+    let taken = kyc(&server, &hanako, "SANDBOX-ID-0002");
+    assert_eq!(taken["outcome"], "review", "{taken}");
+    // Proving herself again is fine.
+    assert_eq!(
+        kyc(&server, &hanako, "SANDBOX-ID-0001")["outcome"],
+        "verified"
+    );
+
+    // What was held waits for an operator: one case each, and hanako's identity is unchanged.
+    let database = server.database();
+    let (cases, current) = database
+        .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+            let cases = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM cases WHERE kind = 'risk_review'
+                     AND subject LIKE 'kyc_record:%'",
+                    &[],
+                )?
+                .int(0)?;
+            let current = tx
+                .query_one(
+                    "SELECT r.kana_name FROM identity_kyc_records r
+                     JOIN identity_users u ON u.id = r.user_id
+                     WHERE u.email = $1 AND r.outcome = 'verified'
+                     ORDER BY r.created_at DESC, r.id DESC LIMIT 1",
+                    &["hanako@example.jp".into()],
+                )?
+                .text(0)?;
+            Ok::<_, kinko_ledger::StoreError>((cases, current))
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(cases, 3);
+    assert_eq!(current, "ヤマダ ハナコ");
+
+    // Made-up sandbox persons give tests and the drill as many wallets as they need.
+    server.active_user("someone@example.jp", "090-3333-4444");
+    let someone = server.token("someone@example.jp");
+    assert_eq!(
+        kyc(&server, &someone, "SANDBOX-PERSON-42")["outcome"],
+        "verified"
     );
 }

@@ -21,6 +21,7 @@ both!(
     parallel_sends_never_overdraw,
     bad_input_moves_nothing,
     concurrent_requests_with_one_key_send_once,
+    every_movement_is_announced_once,
 );
 
 fn send(kinko: &Server, token: &str, key: &str, body: Value) -> HttpResponse {
@@ -266,5 +267,85 @@ fn concurrent_requests_with_one_key_send_once(backend: &str) {
     }
     assert_eq!(balance(kinko, &hanako)["balance_yen"], 9_000);
     assert_eq!(balance(kinko, &taro)["balance_yen"], 1_000);
+    kinko.assert_books_balance();
+}
+
+/// The notices of `purpose` to `email`, as (subject, body).
+fn notices(kinko: &Server, email: &str, purpose: &str) -> Vec<(String, String)> {
+    kinko
+        .messages_to(email)
+        .iter()
+        .filter(|message| message["purpose"] == purpose)
+        .map(|message| (text_of(&message["subject"]), text_of(&message["body"])))
+        .collect()
+}
+
+/// Issue 11 item 6: Kinko sent no notice for any money movement, so a victim whose wallet was
+/// used heard nothing. Now each posted movement reaches its owner once, in Japanese and
+/// English, with the amount, the counterparty and where to say "I didn't do this"; a refused
+/// one moves nothing and announces nothing.
+fn every_movement_is_announced_once(backend: &str) {
+    let pair = bank_support::start_with(backend, &[("KINKO_MOVEMENT_NOTICES_EVERY_MS", "100")]);
+    let kinko = &pair.kinko;
+    let (hanako, taro) = two_wallets(kinko, &pair);
+    let sent = send(
+        kinko,
+        &hanako,
+        "lunch-1",
+        json!({ "to_handle": "taro", "amount_yen": 3_000 }),
+    );
+    assert_eq!(json_of(&sent)["status"], "posted", "{}", sent.body);
+    let refused = send(
+        kinko,
+        &hanako,
+        "too-much",
+        json!({ "to_handle": "taro", "amount_yen": 99_000 }),
+    );
+    assert_eq!(json_of(&refused)["status"], "rejected", "{}", refused.body);
+    let expected = [
+        ("hanako@example.jp", "movement_charge", "¥10,000"),
+        ("hanako@example.jp", "movement_transfer_out", "¥3,000"),
+        ("taro@example.jp", "movement_transfer_in", "¥3,000"),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while expected
+        .iter()
+        .any(|(email, purpose, _)| notices(kinko, email, purpose).is_empty())
+    {
+        assert!(std::time::Instant::now() < deadline, "no notices in time");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Several more sweeps: still one notice each.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (email, purpose, amount) in expected {
+        let found = notices(kinko, email, purpose);
+        assert_eq!(found.len(), 1, "{email} {purpose}: {found:?}");
+        let (subject, body) = &found[0];
+        assert!(
+            subject.contains(amount) && body.contains(amount),
+            "{subject} {body}"
+        );
+        assert!(body.contains("/wallet/history?movement="), "{body}");
+    }
+    let (out_subject, _) = &notices(kinko, "hanako@example.jp", "movement_transfer_out")[0];
+    assert!(
+        out_subject.contains("@taro") && out_subject.contains("送りました"),
+        "{out_subject}"
+    );
+    let (in_subject, _) = &notices(kinko, "taro@example.jp", "movement_transfer_in")[0];
+    assert!(
+        in_subject.contains("@hanako") && in_subject.contains("received"),
+        "{in_subject}"
+    );
+    let all = kinko.messages_to("hanako@example.jp");
+    assert_eq!(
+        all.iter()
+            .filter(|message| message["purpose"]
+                .as_str()
+                .is_some_and(|purpose| purpose.starts_with("movement_")))
+            .count(),
+        2,
+        "the refused send announced something"
+    );
     kinko.assert_books_balance();
 }

@@ -605,16 +605,16 @@ pub async fn submit_kyc(
     ApiJson(body): ApiJson<KycRequest>,
 ) -> Result<Json<KycRecordView>, Problem> {
     let service = identity(&state);
-    let record = blocking(move || service.submit_kyc(&session, &body.document_reference)).await?;
+    // The wallet's level after the outcome: a held change of identity leaves an L1 wallet L1.
+    let (record, profile) = blocking(move || {
+        let record = service.submit_kyc(&session, &body.document_reference)?;
+        Ok::<_, kinko_identity::service::IdentityError>((record, service.profile(&session)?))
+    })
+    .await?;
     Ok(Json(KycRecordView {
         record_id: record.id,
         outcome: record.outcome.to_owned(),
-        kyc_level: if record.identity.is_some() {
-            "L1"
-        } else {
-            "L0"
-        }
-        .to_owned(),
+        kyc_level: format!("{:?}", profile.kyc_level),
     }))
 }
 

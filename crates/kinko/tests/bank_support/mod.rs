@@ -387,6 +387,22 @@ pub fn wallet_with_secret(
     (fresh, secret)
 }
 
+/// Makes `email`'s wallet look proven before identity bindings existed (issue 11 item 5), so a
+/// test can prove the same person a second wallet and reach the defences behind that one.
+pub fn forget_identity_binding(kinko: &Server, email: &str) {
+    let forgotten = kinko
+        .database()
+        .transaction(|tx: &mut dyn kinko_store::sql::Tx| {
+            tx.execute(
+                "DELETE FROM identity_kyc_bindings
+                 WHERE user_id = (SELECT id FROM identity_users WHERE email = $1)",
+                &[email.into()],
+            )
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(forgotten, 1, "{email} had no identity binding");
+}
+
 pub fn start_link(kinko: &Server, token: &str, bank_code: &str) -> String {
     let started = kinko.call(
         "POST",
