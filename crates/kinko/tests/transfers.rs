@@ -302,6 +302,7 @@ fn every_movement_is_announced_once(backend: &str) {
         json!({ "to_handle": "taro", "amount_yen": 99_000 }),
     );
     assert_eq!(json_of(&refused)["status"], "rejected", "{}", refused.body);
+    assert_eq!(balance(kinko, &taro)["balance_yen"], 3_000);
     let expected = [
         ("hanako@example.jp", "movement_charge", "¥10,000"),
         ("hanako@example.jp", "movement_transfer_out", "¥3,000"),
