@@ -507,6 +507,19 @@ pub(crate) fn approve_at_bank(
     customer: &DemoCustomer,
     bank_code: &str,
 ) -> anyhow::Result<String> {
+    approve_at_bank_ahead(bank_address, authorization_url, customer, bank_code, 0)
+}
+
+/// The same with the bank's one-time code `ahead_ms` in the future (within the bank's one
+/// step of skew): a second login by one customer inside one 30-second step needs the next
+/// step's code, as an authenticator app would show it a moment later.
+pub(crate) fn approve_at_bank_ahead(
+    bank_address: &str,
+    authorization_url: &str,
+    customer: &DemoCustomer,
+    bank_code: &str,
+    ahead_ms: i64,
+) -> anyhow::Result<String> {
     let mut bank = Site::new(bank_address);
     let mut page = bank.send("GET", &path_of(authorization_url), "text/html", "", &[])?;
     ensure!(page.status == 200, "the bank answered {}", page.status);
@@ -519,8 +532,11 @@ pub(crate) fn approve_at_bank(
                 .unwrap_or_default(),
         )
         .unwrap_or(i64::MAX);
-        let code = kinko_bank_sandbox::oauth::totp_code(&customer.totp_secret, now_ms)
-            .ok_or_else(|| anyhow!("no bank code"))?;
+        let code = kinko_bank_sandbox::oauth::totp_code(
+            &customer.totp_secret,
+            now_ms.saturating_add(ahead_ms),
+        )
+        .ok_or_else(|| anyhow!("no bank code"))?;
         fields.push(("online_id".into(), customer.online_id.clone()));
         fields.push(("password".into(), customer.password.clone()));
         fields.push(("totp_code".into(), code));

@@ -10,6 +10,7 @@
 //! attacker and honest user has its own source address.
 
 mod attacks_account;
+mod attacks_chain;
 mod attacks_link;
 mod attacks_money;
 mod client;
@@ -223,8 +224,13 @@ pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
 /// Every attack in turn; one that fails to run is reported as `error`, not skipped.
 fn run_attacks(target: &Target, run: &str) -> Vec<AttackReport> {
     type Attack = fn(&Target, &str) -> anyhow::Result<AttackReport>;
-    let attacks: [(&'static str, Attack); 11] = [
+    let attacks: [(&'static str, Attack); 13] = [
         ("D5 parallel charges", attacks_money::parallel_charges),
+        ("D4/D16 relink to reset limits", attacks_chain::relink),
+        (
+            "D12 cash-out chain via P2P mules",
+            attacks_chain::cash_out_chain,
+        ),
         ("D1 leaked records", attacks_link::leaked_records),
         (
             "D2 one PIN, many accounts",
@@ -265,20 +271,10 @@ fn run_attacks(target: &Target, run: &str) -> Vec<AttackReport> {
             ..AttackReport::not_implemented("D15 stolen session", "")
         }),
     );
-    reports.extend([
-        AttackReport::not_implemented(
-            "D4/D16 relink to reset limits",
-            "not built in the drill yet: needs a second link to one account by a second wallet or method",
-        ),
-        AttackReport::not_implemented(
-            "D8 payout to another name",
-            "not built in the drill yet (payout accounts)",
-        ),
-        AttackReport::not_implemented(
-            "D12 cash-out chain via P2P mules",
-            "not built in the drill yet: the chain needs a victim link first, which D1 never gets; disputes/holds are another issue item",
-        ),
-    ]);
+    reports.push(AttackReport::not_implemented(
+        "D8 payout to another name",
+        "not built in the drill yet (a payout account in another name)",
+    ));
     reports
 }
 
