@@ -212,7 +212,10 @@ pub fn identity_swap(target: &Target, run: &str) -> anyhow::Result<AttackReport>
         .ok_or_else(|| anyhow::anyhow!("the mule has no sandbox identity"))?;
     let mut actor = target.actor("198.18.13.13");
     match client::sign_up(&mut actor, run, "d13", Some(mule_reference))? {
-        Ok(_) => tally.attempt(true),
+        Ok(_) => {
+            tally.attempt(true);
+            tally.note("second wallet on one identity: eKYC verified");
+        }
         Err(why) => {
             tally.attempt(false);
             tally.note(format!("second wallet on one identity: {why}"));
