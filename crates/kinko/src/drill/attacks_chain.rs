@@ -202,3 +202,84 @@ fn withdraw(
         format!("withdrawal: {} {}", answer.status, answer.code()),
     ))
 }
+
+/// The bank customer whose kana name matches no eKYC identity: an account in another name.
+const OTHER_NAME: usize = 5;
+
+/// D8: payout to an account in another name. The mule links an account held by someone else
+/// (a complicit holder who approves at their bank) to withdraw to it; the link must be refused
+/// because the holder is not the wallet's KYC'd person.
+pub fn payout_other_name(target: &Target, run: &str) -> anyhow::Result<AttackReport> {
+    let mut tally = Tally::start("D8 payout to another name");
+    let Some(token) = target
+        .mule
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the mule's state is poisoned"))?
+        .as_ref()
+        .map(|mule| mule.wallet.token.clone())
+    else {
+        tally.note("no mule (D5)");
+        return Ok(tally.finish("error", 0));
+    };
+    let holder = target.customer(OTHER_NAME)?;
+    let account = holder
+        .accounts
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the other holder has no account"))?;
+    let account_key = format!(
+        "{}-{}-{}",
+        account.bank_code, account.branch, account.number
+    );
+    let before = client::bank_balances(&target.bank)?;
+    let mut actor = target.actor("192.0.2.40");
+    let started = actor.call(
+        "POST",
+        "/api/v1/bank-links",
+        Some(json!({ "bank_code": account.bank_code })),
+        Some(&token),
+        None,
+    )?;
+    if started.status != 201 {
+        tally.attempt(false);
+        tally.note(format!("link start: {} {}", started.status, started.code()));
+        return Ok(tally.finish("done", 0));
+    }
+    let callback = approve_at_bank_ahead(
+        &target.bank,
+        &started.text("authorization_url"),
+        holder,
+        &account.bank_code,
+        0,
+    )?;
+    let linked = actor.call(
+        "POST",
+        "/api/v1/bank-links/complete",
+        Some(json!({
+            "state": query_param(&callback, "state").unwrap_or_default(),
+            "code": query_param(&callback, "code").unwrap_or_default(),
+            "iss": query_param(&callback, "iss").unwrap_or_default(),
+        })),
+        Some(&token),
+        None,
+    )?;
+    let got_link = linked.status == 201;
+    tally.attempt(got_link);
+    tally.note(format!(
+        "link to an account in another name: {} {}",
+        linked.status,
+        linked.code()
+    ));
+    if got_link {
+        let (out, note) = withdraw(&mut actor, &token, &linked.text("id"), run)?;
+        tally.attempt(out);
+        tally.note(note);
+    }
+    let after = client::bank_balances(&target.bank)?;
+    let paid_out = after
+        .get(&account_key)
+        .copied()
+        .unwrap_or_default()
+        .saturating_sub(before.get(&account_key).copied().unwrap_or_default())
+        .max(0);
+    Ok(tally.finish("done", paid_out))
+}
