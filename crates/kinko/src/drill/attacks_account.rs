@@ -242,11 +242,11 @@ pub fn identity_swap(target: &Target, run: &str) -> anyhow::Result<AttackReport>
         tally.attempt(swapped);
         let me = mule.call("GET", "/api/v1/me", None, Some(&token), None)?;
         tally.note(format!(
-            "eKYC as the victim: {} {} {}; the wallet's profile now: {}",
+            "eKYC as the victim: {} {} {}; the wallet's kyc_level now {}",
             kyc.status,
             kyc.code(),
             kyc.body["outcome"],
-            me.body
+            me.body["kyc_level"]
         ));
         for account in &victim.accounts {
             let linked = mule.call(
