@@ -65,6 +65,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/legacy/verify", post(legacy_verify))
         .route("/v1/payments/lookup", post(payment_lookup))
         .merge(crate::pages::routes())
+        .merge(crate::drill::routes())
         .layer(DefaultBodyLimit::max(BODY_LENGTH_MAX_BYTES))
         .with_state(state)
 }

@@ -13,6 +13,7 @@
 pub mod client_auth;
 pub mod customer;
 pub mod dpop;
+mod drill;
 pub mod holder;
 pub mod http;
 pub mod legacy;

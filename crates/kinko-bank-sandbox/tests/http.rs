@@ -69,7 +69,11 @@ macro_rules! both {
     };
 }
 
-both!(the_flow_over_http, attacks_over_http_are_refused);
+both!(
+    the_flow_over_http,
+    attacks_over_http_are_refused,
+    the_drill_reads_every_balance
+);
 
 /// Builds the store outside the async runtime (the synchronous PostgreSQL client runs its
 /// own) and drops it there too.
@@ -473,4 +477,31 @@ async fn attacks_over_http_are_refused(fixture: Arc<Fixture>) {
     fixture.clock.advance_ms(61_000);
     let expired = exchange(&fixture, &code, &verifier, Some(&key)).await;
     assert_eq!(expired.json["code"], "BANK_OAUTH_CODE_EXPIRED");
+}
+
+/// `GET /sandbox/balances` (sandbox only, for `kinko drill`): every seeded account with its
+/// balance as the bank's own store holds it.
+async fn the_drill_reads_every_balance(fixture: Arc<Fixture>) {
+    let answer = send(
+        &fixture,
+        Request::get("/sandbox/balances")
+            .body(Body::empty())
+            .unwrap_or_else(|error| panic!("{error}")),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let listed = answer.json.as_array().cloned().unwrap_or_default();
+    let seeded: Vec<_> = store::demo_customers()
+        .into_iter()
+        .flat_map(|customer| customer.accounts)
+        .collect();
+    assert_eq!(listed.len(), seeded.len(), "{}", answer.body);
+    for account in seeded {
+        let row = listed
+            .iter()
+            .find(|row| row["bank_code"] == account.bank_code && row["number"] == account.number)
+            .unwrap_or_else(|| panic!("{} {} not listed", account.bank_code, account.number));
+        assert_eq!(row["branch"], account.branch);
+        assert_eq!(row["balance_yen"], account.balance_yen);
+    }
 }

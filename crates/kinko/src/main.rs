@@ -1,7 +1,8 @@
 //! `kinko`: the one binary. `serve` runs the platform, `demo` runs it seeded, `check` verifies
 //! the ledger's invariants, `audit verify` the audit chain, `admin create-operator` makes the
 //! first operator, `bank-sandbox` runs the sandbox bank, `bench` measures, `migrate` applies
-//! migrations, `risk` checks and backtests rule files.
+//! migrations, `risk` checks and backtests rule files, `drill` attacks a running instance and
+//! proves ¥0 lost.
 
 mod admin;
 mod audit;
@@ -10,6 +11,7 @@ mod bench;
 mod bench_api;
 mod crash_child;
 mod demo;
+mod drill;
 mod risk;
 mod serve;
 mod walkthrough;
@@ -61,6 +63,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the platform on a seeded data directory and print its URL.
     Demo(demo::DemoArgs),
+    /// Attack a running Kinko (or a fresh demo) with D1–D16 of THREATS and honest users
+    /// alongside; exits non-zero on any yen lost or honest action refused.
+    Drill(drill::DrillArgs),
     /// Verify the ledger's invariants; exits non-zero with a report on a breach.
     Check {
         #[command(flatten)]
@@ -122,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Drill(args) => drill::run(args),
         Command::Check { store, json } => check(&store.location()?, json),
         Command::Migrate { store } => {
             let location = store.location()?;

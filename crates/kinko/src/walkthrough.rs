@@ -37,14 +37,14 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     }
 
-    fn json(&self) -> anyhow::Result<Value> {
+    pub(crate) fn json(&self) -> anyhow::Result<Value> {
         serde_json::from_str(&self.body).with_context(|| format!("not JSON: {}", self.body))
     }
 }
@@ -188,7 +188,7 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -209,14 +209,14 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn attribute(tag: &str, name: &str) -> Option<String> {
+pub(crate) fn attribute(tag: &str, name: &str) -> Option<String> {
     let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
     let end = tag[start..].find('"')? + start;
     Some(unescape(&tag[start..end]))
 }
 
 /// The form whose action starts with `action`: its action and hidden fields.
-fn form(html: &str, action: &str) -> anyhow::Result<(String, Vec<(String, String)>)> {
+pub(crate) fn form(html: &str, action: &str) -> anyhow::Result<(String, Vec<(String, String)>)> {
     let start = html
         .find(&format!("action=\"{action}"))
         .ok_or_else(|| anyhow!("no form to {action} on the bank's page"))?;
@@ -232,7 +232,7 @@ fn form(html: &str, action: &str) -> anyhow::Result<(String, Vec<(String, String
     Ok((form_action, hidden))
 }
 
-fn form_body(fields: &[(String, String)]) -> String {
+pub(crate) fn form_body(fields: &[(String, String)]) -> String {
     fields
         .iter()
         .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
@@ -241,13 +241,13 @@ fn form_body(fields: &[(String, String)]) -> String {
 }
 
 /// The path (and query) of `url` on `site` (`http://host:port/...`).
-fn path_of(url: &str) -> String {
+pub(crate) fn path_of(url: &str) -> String {
     url.split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|slash| rest[slash..].to_owned()))
         .unwrap_or_else(|| "/".to_owned())
 }
 
-fn query_param(url: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     query
         .split('&')
@@ -304,7 +304,11 @@ pub fn totp_code(secret_base32: &str, steps_ahead: u64) -> anyhow::Result<String
 }
 
 /// The newest 8-digit code "sent" to `destination` for `purpose` (the sandbox outbox).
-fn code_sent(kinko: &mut Site, destination: &str, purpose: &str) -> anyhow::Result<String> {
+pub(crate) fn code_sent(
+    kinko: &mut Site,
+    destination: &str,
+    purpose: &str,
+) -> anyhow::Result<String> {
     let path = format!("/api/v1/sandbox/outbox?destination={}", encode(destination));
     let messages = kinko.expect(200, "GET", &path, None, None)?;
     let body = messages
@@ -497,11 +501,24 @@ pub fn ready_wallet(
 
 /// Walks the bank's login and consent pages as `customer`, approving the account at
 /// `bank_code`; answers where the bank sends the browser back.
-fn approve_at_bank(
+pub(crate) fn approve_at_bank(
     bank_address: &str,
     authorization_url: &str,
     customer: &DemoCustomer,
     bank_code: &str,
+) -> anyhow::Result<String> {
+    approve_at_bank_ahead(bank_address, authorization_url, customer, bank_code, 0)
+}
+
+/// The same with the bank's one-time code `ahead_ms` in the future (within the bank's one
+/// step of skew): a second login by one customer inside one 30-second step needs the next
+/// step's code, as an authenticator app would show it a moment later.
+pub(crate) fn approve_at_bank_ahead(
+    bank_address: &str,
+    authorization_url: &str,
+    customer: &DemoCustomer,
+    bank_code: &str,
+    ahead_ms: i64,
 ) -> anyhow::Result<String> {
     let mut bank = Site::new(bank_address);
     let mut page = bank.send("GET", &path_of(authorization_url), "text/html", "", &[])?;
@@ -515,8 +532,11 @@ fn approve_at_bank(
                 .unwrap_or_default(),
         )
         .unwrap_or(i64::MAX);
-        let code = kinko_bank_sandbox::oauth::totp_code(&customer.totp_secret, now_ms)
-            .ok_or_else(|| anyhow!("no bank code"))?;
+        let code = kinko_bank_sandbox::oauth::totp_code(
+            &customer.totp_secret,
+            now_ms.saturating_add(ahead_ms),
+        )
+        .ok_or_else(|| anyhow!("no bank code"))?;
         fields.push(("online_id".into(), customer.online_id.clone()));
         fields.push(("password".into(), customer.password.clone()));
         fields.push(("totp_code".into(), code));
