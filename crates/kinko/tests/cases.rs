@@ -729,8 +729,41 @@ reason_ja = "確認のため、この送金を保留しました。"
         &analyst,
         "/api/v1/operator/cases?kind=risk_review",
     ));
-    assert_eq!(ids(&page).len(), 2, "{page}");
+    let both = ids(&page);
+    assert_eq!(both.len(), 2, "{page}");
     kinko.assert_books_balance();
+
+    // The labels feed the rule's precision: one cleared (not fraud), one confirmed (fraud).
+    for (case, label) in [(&case_id, "not_fraud"), (&both[0], "fraud")] {
+        let path = format!("/api/v1/operator/cases/{case}/state");
+        let reason = "reviewed the transfers";
+        ok(post(
+            kinko,
+            &analyst,
+            &path,
+            json!({ "state": "investigating", "reason": reason }),
+        ));
+        ok(post(
+            kinko,
+            &analyst,
+            &path,
+            json!({ "state": "resolved", "label": label, "reason": reason }),
+        ));
+    }
+    let output = support::kinko()
+        .args(["risk", "labels", "--json"])
+        .args(&kinko.store)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(output.status.success(), "{output:?}");
+    let report: Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(report["cases"], 2, "{report}");
+    assert_eq!(report["cases_fraud"], 1, "{report}");
+    assert_eq!(
+        report["rules"],
+        json!([{ "rule_id": "review-p2p", "hits_fraud": 1, "hits_not_fraud": 1, "precision": 0.5 }])
+    );
     kinko.assert_audit_chain_intact();
 }
 
