@@ -29,6 +29,7 @@ macro_rules! both {
 both!(
     an_analyst_works_a_case_from_open_to_closed,
     assignment_is_capped_per_analyst,
+    concurrent_assignments_respect_the_cap,
     a_bank_partner_sees_only_its_banks_cases,
     overdue_cases_are_escalated_once,
     a_fraud_report_opens_one_case_even_delivered_twice,
@@ -388,6 +389,56 @@ fn assignment_is_capped_per_analyst(backend: &str) {
         "/api/v1/operator/cases?assigned=me&state=open",
     ));
     assert_eq!(ids(&mine), [cases[2].as_str(), cases[1].as_str()]);
+}
+
+fn concurrent_assignments_respect_the_cap(backend: &str) {
+    // Eight cases assigned to one analyst at once with a cap of one: the assignee's row lock
+    // lets exactly one through, whichever it is.
+    let (server, admin) =
+        Server::start_with_admin(backend, &[("KINKO_CASES_PER_ANALYST_MAX", "1")]);
+    let admin = server.operator_token(&admin, 0);
+    let ana = operator(&server, &admin, "ana@kinko.example", "analyst", None);
+    let now = now_ms();
+    let cases: Vec<String> = (0..8)
+        .map(|_| plant(&server, CaseKind::Dispute, None, now))
+        .collect();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|case| {
+                let (server, ana) = (&server, &ana);
+                scope.spawn(move || {
+                    post(
+                        server,
+                        ana,
+                        &format!("/api/v1/operator/cases/{case}/assign"),
+                        json!({}),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| panic!("a thread panicked"))
+            })
+            .collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 409).count(),
+        7,
+        "{statuses:?}"
+    );
+    let mine = ok(get(&server, &ana, "/api/v1/operator/cases?assigned=me"));
+    assert_eq!(ids(&mine).len(), 1);
 }
 
 fn a_bank_partner_sees_only_its_banks_cases(backend: &str) {
