@@ -16,6 +16,7 @@ use kinko_store::sql::{Tx, Value};
 use serde::{Deserialize, Serialize};
 
 pub mod error;
+pub mod filter;
 pub mod labels;
 pub mod service;
 pub mod snooze;
