@@ -4,10 +4,27 @@
 //! Every domain opens a case inside its own transaction with [`open_case`], so the thing that
 //! needs a human and the case about it commit together or not at all. Opening is idempotent by
 //! a dedupe key (a retried webhook or a replayed dispute finds the first case).
+//!
+//! Operators work cases through [`service::CaseService`] (list, assign, note, link, move through
+//! the states, label, snooze a rule for one customer); the SLA sweep escalates overdue cases.
+//! Every step is a row of `case_events` *and* an entry of the hash-chained audit log, written
+//! together by [`record_event`].
 
+use kinko_audit::{Actor, AuditEntry};
 use kinko_ledger::StoreError;
 use kinko_store::sql::{Tx, Value};
 use serde::{Deserialize, Serialize};
+
+pub mod error;
+pub mod filter;
+pub mod labels;
+pub mod service;
+pub mod snooze;
+pub mod types;
+
+pub use error::CaseError;
+pub use service::{CaseConfig, CaseService};
+pub use types::{CaseLabel, CaseState, LinkReason};
 
 /// What opened a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,7 +132,8 @@ pub fn open_case(tx: &mut dyn Tx, case: &NewCase, now_ms: i64) -> Result<Opened,
     })
 }
 
-/// Appends one step to a case's history (`actor` None = the platform itself).
+/// Appends one step to a case's history (`actor` None = the platform itself), and the same
+/// step to the audit log (`case.<kind>`), in the caller's transaction.
 pub fn record_event(
     tx: &mut dyn Tx,
     case_id: uuid::Uuid,
@@ -136,5 +154,47 @@ pub fn record_event(
             Value::from(detail),
         ],
     )?;
+    kinko_audit::append(
+        tx,
+        now_ms,
+        &AuditEntry {
+            actor: actor.map_or(Actor::System, |id| Actor::Operator(id.as_u128())),
+            action: &format!("case.{kind}"),
+            subject_kind: "case",
+            subject_id: &case_id.to_string(),
+            reason: "",
+            detail: serde_json::json!({ "detail": detail }),
+        },
+    )?;
     Ok(())
+}
+
+/// The identity domain's reviews (an eKYC held because the identity backs another wallet, or
+/// the wallet proved someone else) become `risk_review` cases.
+pub struct IdentityReviews;
+
+impl kinko_identity::service::ReviewInbox for IdentityReviews {
+    fn open_review(
+        &self,
+        tx: &mut dyn Tx,
+        user_id: u128,
+        subject: &str,
+        summary: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        open_case(
+            tx,
+            &NewCase {
+                kind: CaseKind::RiskReview,
+                bank_code: None,
+                user_id: Some(uuid::Uuid::from_u128(user_id)),
+                subject: subject.to_owned(),
+                summary: summary.to_owned(),
+                amount_yen: None,
+                dedupe_key: subject.to_owned(),
+            },
+            now_ms,
+        )
+        .map(|_| ())
+    }
 }

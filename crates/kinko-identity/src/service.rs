@@ -274,6 +274,21 @@ pub struct IdentityService {
     kyc: Arc<dyn KycProvider>,
     clock: Arc<dyn Clock>,
     config: IdentityConfig,
+    /// Where what a person must look at goes (the cases inbox, `kinko-cases`, which depends on
+    /// this crate: hence a trait set at start rather than a call).
+    reviews: Option<Arc<dyn ReviewInbox>>,
+}
+
+/// Opens a review for an operator inside the caller's transaction, idempotent by `subject`.
+pub trait ReviewInbox: Send + Sync {
+    fn open_review(
+        &self,
+        tx: &mut dyn Tx,
+        user_id: u128,
+        subject: &str,
+        summary: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
 }
 
 fn audit(
@@ -452,7 +467,14 @@ impl IdentityService {
             kyc,
             clock,
             config,
+            reviews: None,
         }
+    }
+
+    /// Sends what needs a person (an eKYC held for review) to `inbox`.
+    pub fn with_review_inbox(mut self, inbox: Arc<dyn ReviewInbox>) -> Self {
+        self.reviews = Some(inbox);
+        self
     }
 
     pub fn config(&self) -> &IdentityConfig {
@@ -1080,19 +1102,13 @@ impl IdentityService {
                 &outcome,
                 held_for,
             )?;
-            if let Some(reason) = held_for {
-                // Who stands behind a wallet changes only after a person has looked.
-                kinko_cases::open_case(
+            // Who stands behind a wallet changes only after a person has looked.
+            if let (Some(reason), Some(reviews)) = (held_for, &self.reviews) {
+                reviews.open_review(
                     tx,
-                    &kinko_cases::NewCase {
-                        kind: kinko_cases::CaseKind::RiskReview,
-                        bank_code: None,
-                        user_id: Some(uuid::Uuid::from_u128(user_id)),
-                        subject: format!("kyc_record:{}", record.id),
-                        summary: format!("eKYC held for review: {reason}"),
-                        amount_yen: None,
-                        dedupe_key: format!("kyc_record:{}", record.id),
-                    },
+                    user_id,
+                    &format!("kyc_record:{}", record.id),
+                    &format!("eKYC held for review: {reason}"),
                     now_ms,
                 )?;
             }

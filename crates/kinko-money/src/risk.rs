@@ -6,7 +6,8 @@
 //! the rule's plain-words reason (`MONEY_RISK_DECLINED`) and moves nothing. A decision on which
 //! any rule fired (shadow mode and open breakers included) is stored in `risk_decisions` with
 //! the rules and feature values. Off unless the service is built `with_risk_rules`
-//! (`KINKO_RISK_RULES`).
+//! (`KINKO_RISK_RULES`). A review opens a `risk_review` case in the decision's transaction; a
+//! rule an analyst snoozed for this user (`kinko_cases::snooze`) is recorded and does not act.
 
 use std::sync::{Arc, Mutex};
 
@@ -174,8 +175,58 @@ fn p2p_history(
     Ok(events)
 }
 
+/// The `risk_review` case for a decision that held money out (nothing moved).
+fn open_review_case(
+    tx: &mut dyn Tx,
+    user: u128,
+    event: &Event,
+    decision: &kinko_risk::Decision,
+    decision_id: uuid::Uuid,
+    now_ms: i64,
+) -> Result<(), MoneyError> {
+    let (what, amount_yen, bank_code) = match &event.kind {
+        EventKind::P2p { amount_minor, .. } => ("P2P transfer", *amount_minor, None),
+        EventKind::Withdrawal {
+            amount_minor, link, ..
+        } => {
+            let bank_code = tx
+                .query_opt(
+                    "SELECT bank_code FROM banking_links WHERE id = $1",
+                    &[Value::Uuid(link.as_u128())],
+                )?
+                .map(|row| row.text(0))
+                .transpose()?;
+            ("withdrawal", *amount_minor, bank_code)
+        }
+        _ => ("action", 0, None),
+    };
+    let rules: Vec<&str> = decision
+        .acting_rules()
+        .map(|firing| firing.rule_id.as_str())
+        .collect();
+    let subject = format!("risk_decision:{decision_id}");
+    kinko_cases::open_case(
+        tx,
+        &kinko_cases::NewCase {
+            kind: kinko_cases::CaseKind::RiskReview,
+            bank_code,
+            user_id: Some(uuid::Uuid::from_u128(user)),
+            summary: format!(
+                "{what} of ¥{amount_yen} held for review (rules: {})",
+                rules.join(", ")
+            ),
+            amount_yen: Some(amount_yen),
+            dedupe_key: subject.clone(),
+            subject,
+        },
+        now_ms,
+    )?;
+    Ok(())
+}
+
 impl MoneyService {
-    /// Stores a decision with the rules that fired and their feature values.
+    /// Stores a decision with the rules that fired and their feature values; a review opens
+    /// a case about it in the same transaction.
     fn record_decision(
         &self,
         user: u128,
@@ -185,12 +236,13 @@ impl MoneyService {
     ) -> Result<(), MoneyError> {
         let json = serde_json::to_string(decision)
             .map_err(|error| MoneyError::Internal(format!("risk: encoding a decision: {error}")))?;
+        let decision_id = uuid::Uuid::now_v7();
         self.identity_database().transaction(|tx: &mut dyn Tx| {
             tx.execute(
                 "INSERT INTO risk_decisions (id, user_id, flow, outcome, rules_version,
                  decision, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
-                    Value::Uuid(uuid::Uuid::now_v7().as_u128()),
+                    Value::Uuid(decision_id.as_u128()),
                     Value::Uuid(user),
                     event.kind.flow().name().into(),
                     decision.outcome.name().into(),
@@ -199,6 +251,9 @@ impl MoneyService {
                     now_ms.into(),
                 ],
             )?;
+            if decision.outcome == Outcome::Review {
+                open_review_case(tx, user, event, decision, decision_id, now_ms)?;
+            }
             Ok::<_, MoneyError>(())
         })
     }
@@ -293,13 +348,22 @@ impl MoneyService {
                 actor,
                 kind,
             };
-            Ok::<_, MoneyError>(Some((history, event)))
+            let snoozed = kinko_cases::snooze::active_rules(tx, user, now_ms)?;
+            Ok::<_, MoneyError>(Some((history, event, snoozed)))
         })?;
-        let Some((mut history, event)) = scored else {
+        let Some((mut history, event, snoozed)) = scored else {
             return Ok(());
         };
         history.sort_by_key(|event| event.at_s);
-        let mut engine = Engine::new(gate.rules.clone(), SLOTS_MAX);
+        // A rule snoozed for this user runs in shadow: recorded, never acting. (Same rules in
+        // the same order, so the process's breaker counts stay aligned.)
+        let mut rules = gate.rules.clone();
+        for rule in &mut rules.rules {
+            if snoozed.contains(&rule.id) {
+                rule.shadow = true;
+            }
+        }
+        let mut engine = Engine::new(rules, SLOTS_MAX);
         for past in &history {
             engine.observe(past);
         }

@@ -100,6 +100,10 @@ pub const SQLITE: &[Migration] = &[
         "0070_cases",
         include_str!("../migrations/sqlite/0070_cases.sql"),
     ),
+    (
+        "0071_case_work",
+        include_str!("../migrations/sqlite/0071_case_work.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -194,6 +198,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0070_cases",
         include_str!("../migrations/postgres/0070_cases.sql"),
+    ),
+    (
+        "0071_case_work",
+        include_str!("../migrations/postgres/0071_case_work.sql"),
     ),
 ];
 

@@ -48,6 +48,8 @@ pub struct AppState {
     pub links: Arc<kinko_banking::links::LinkService>,
     /// Charges, balances and history.
     pub money: Arc<kinko_money::MoneyService>,
+    /// Case work for operators.
+    pub cases: Arc<kinko_cases::CaseService>,
     /// True only when `KINKO_ENV=sandbox` or `kinko demo` (`kinko_identity::environment`):
     /// mounts `/api/v1/sandbox/outbox`, where the demo and the tests read the codes "sent",
     /// and serves `/metrics` without a token when none is configured.

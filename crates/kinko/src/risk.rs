@@ -27,6 +27,15 @@ pub enum RiskCommand {
     /// Replay an event log (JSON lines) through a rule file: per rule, hits, outcomes that
     /// would change, and precision against the log's fraud labels.
     Backtest(BacktestArgs),
+    /// Per rule, its hits on risk-review cases analysts closed as fraud or not fraud, and its
+    /// precision (the labels of closed cases, read from the store).
+    Labels {
+        #[command(flatten)]
+        store: crate::StoreArgs,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +68,20 @@ pub fn run(command: RiskCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RiskCommand::Backtest(args) => run_backtest(&args),
+        RiskCommand::Labels { store, json } => {
+            let location = store.location()?;
+            let database = kinko_store::sql::Database::open(&location)
+                .with_context(|| format!("opening {}", location.describe()))?;
+            let report = database
+                .read(|tx: &mut dyn kinko_store::sql::Tx| kinko_cases::labels::rule_precision(tx))
+                .with_context(|| format!("reading the cases in {}", location.describe()))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", kinko_cases::labels::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -144,6 +144,7 @@ pub fn serve_with_banks(
         Err(_) => kinko_money::credits::CREDIT_SOLO_YEN_DEFAULT,
     };
     let risk_rules = crate::risk::rules_from_env()?;
+    let case_config = case_config()?;
     let secrets = SecretBox::from_environment(location).context("loading the secret key")?;
     let gateway_config =
         GatewayConfig::from_env(environment).context("configuring notifications")?;
@@ -156,7 +157,8 @@ pub fn serve_with_banks(
         Arc::new(SandboxKycProvider),
         Arc::clone(&clock),
         identity_config(profile)?,
-    ));
+    )
+    .with_review_inbox(Arc::new(kinko_cases::IdentityReviews)));
     let bound = kinko_identity::kyc::bind_proven_identities(
         &database,
         identity.secret_box(),
@@ -196,7 +198,16 @@ pub fn serve_with_banks(
             money = money.with_risk_rules(rules);
         }
         let money = Arc::new(money);
-        let reconciler = spawn_reconciler(Arc::clone(&money), Arc::clone(&stopping))?;
+        let cases = Arc::new(kinko_cases::CaseService::new(
+            Arc::clone(&database),
+            Arc::clone(identity.clock()),
+            case_config,
+        ));
+        let reconciler = spawn_reconciler(
+            Arc::clone(&money),
+            Arc::clone(&cases),
+            Arc::clone(&stopping),
+        )?;
         let notices = spawn_movement_notices(
             Arc::clone(&money),
             format!("{}/wallet/history?movement=", public_url(bound, profile)),
@@ -211,6 +222,7 @@ pub fn serve_with_banks(
             identity,
             links,
             money,
+            cases,
             sandbox,
             metrics_token,
             relying_party: Some(Arc::new(relying_party)),
@@ -385,8 +397,28 @@ fn bank_order_ttl_secs() -> anyhow::Result<i64> {
 /// Resolves charges left pending (a crash, an unreachable bank) by asking the bank by key:
 /// every `KINKO_RECONCILE_EVERY_S` (default 30) for charges older than
 /// `KINKO_RECONCILE_AFTER_S` (default 60, longer than any bank call may take).
+/// The cap on open cases per analyst, `KINKO_CASES_PER_ANALYST_MAX` (default 20, 1 to 500).
+fn case_config() -> anyhow::Result<kinko_cases::CaseConfig> {
+    match std::env::var("KINKO_CASES_PER_ANALYST_MAX") {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(kinko_cases::CaseConfig::new)
+            .with_context(|| {
+                format!(
+                    "KINKO_CASES_PER_ANALYST_MAX must be a whole number from 1 to {}",
+                    kinko_cases::service::OPEN_PER_ANALYST_MAX
+                )
+            }),
+        Err(_) => Ok(kinko_cases::CaseConfig::DEFAULT),
+    }
+}
+
+/// The same loop runs the cases' SLA sweep (`CaseService::escalate_overdue`).
 fn spawn_reconciler(
     money: Arc<kinko_money::MoneyService>,
+    cases: Arc<kinko_cases::CaseService>,
     stopping: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let seconds = |name: &str, default: u64| -> anyhow::Result<u64> {
@@ -432,6 +464,12 @@ fn spawn_reconciler(
                             tracing::info!(finished, "finished pending payments and refunds")
                         }
                         Err(error) => tracing::error!(error = %error, "finishing payments failed"),
+                    }
+                    let now_ms = i64::try_from(SystemClock.now_ms()).unwrap_or(i64::MAX);
+                    match cases.escalate_overdue(now_ms) {
+                        Ok(0) => {}
+                        Ok(escalated) => tracing::info!(escalated, "escalated overdue cases"),
+                        Err(error) => tracing::error!(error = %error, "escalating cases failed"),
                     }
                     next = std::time::Instant::now() + every;
                 }

@@ -133,9 +133,9 @@ fn attack<'a>(report: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Va
 
 /// Attacks that succeed against today's platform: findings the drill reports, each asserted
 /// exactly (the bank's books agree) so that the fix turns this test red and the entry is
-/// removed. D4/D16: charge limits count per link, not per bank account (THREATS 25), so an
-/// unlink and relink of the same account starts a fresh new-link day.
-const KNOWN_FINDINGS: [&str; 1] = ["D4/D16"];
+/// removed. None now: D4/D16 (limits per link, so a relink started a fresh day) was fixed by
+/// counting the bank's limits per account (issue 11 item 5).
+const KNOWN_FINDINGS: [&str; 0] = [];
 
 fn known_finding(attack: &serde_json::Value) -> bool {
     let name = attack["name"].as_str().unwrap_or_default();

@@ -79,6 +79,11 @@ fn dependencies_point_inward() {
                 "axum",
             ],
         ),
+        // Cases are opened by banking and money inside their transactions: never the reverse.
+        (
+            "kinko-cases",
+            &["kinko-banking", "kinko-money", "kinko-web", "axum", "tokio"],
+        ),
     ];
     for (krate, banned) in forbidden {
         let dependencies = dependencies_of(krate);

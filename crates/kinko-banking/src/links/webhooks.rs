@@ -120,6 +120,23 @@ impl LinkService {
                         "bank_event": jti,
                     }),
                 )?;
+                // One case per reported link: a report delivered again, or again under a
+                // new event id, finds the first.
+                kinko_cases::open_case(
+                    tx,
+                    &kinko_cases::NewCase {
+                        kind: kinko_cases::CaseKind::BankFraudReport,
+                        bank_code: Some(bank_code.clone()),
+                        user_id: Some(uuid::Uuid::from_u128(user_id)),
+                        subject: format!("bank_link:{link_id}"),
+                        summary: format!(
+                            "Bank {bank_code} reports the holder of {label} did not authorise this link or debit"
+                        ),
+                        amount_yen: None,
+                        dedupe_key: format!("bank_fraud_report:{link_id}"),
+                    },
+                    now_ms,
+                )?;
                 tell_user(
                     tx,
                     now_ms,

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::problem::Problem;
 
 pub mod banks;
+pub mod cases;
 pub mod credits;
 pub mod identity;
 pub mod links;
@@ -87,6 +88,13 @@ pub mod payments;
         credits::credit,
         credits::decide,
         credits::list,
+        cases::list,
+        cases::case,
+        cases::assign,
+        cases::note,
+        cases::link,
+        cases::transition,
+        cases::snooze,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -117,6 +125,7 @@ pub fn router(
         .merge(money::router())
         .merge(payments::router())
         .merge(credits::router())
+        .merge(cases::router())
         .merge(passkey::router(relying_party))
         .merge(operator::router());
     if sandbox {
