@@ -20,6 +20,7 @@ pub mod money;
 pub mod operator;
 pub mod passkey;
 pub mod payments;
+pub mod reconciliation;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -100,6 +101,7 @@ pub mod payments;
         operator::read_user,
         operator::read_audit,
         operator::create_operator,
+        reconciliation::last_run,
     ),
     components(schemas(crate::Health, Problem))
 )]
@@ -118,7 +120,8 @@ pub fn router(
         .merge(payments::router())
         .merge(credits::router())
         .merge(passkey::router(relying_party))
-        .merge(operator::router());
+        .merge(operator::router())
+        .merge(reconciliation::router());
     if sandbox {
         router.merge(identity::sandbox_router())
     } else {
