@@ -191,8 +191,8 @@ fn run_once(
     Ok(report)
 }
 
-/// The scheduled reconciliation in `kinko serve`: a thread that runs every
-/// [`every`] (first a few seconds after start) until the server stops.
+/// The scheduled reconciliation in `kinko serve`: a thread that runs every [`every`] (first
+/// one interval after start) until the server stops.
 pub fn spawn_scheduled(
     identity: Arc<IdentityService>,
     ledger: Arc<dyn LedgerReader>,
@@ -203,7 +203,9 @@ pub fn spawn_scheduled(
     std::thread::Builder::new()
         .name("bank-reconciler".to_owned())
         .spawn(move || {
-            let mut next = Instant::now() + every.min(Duration::from_secs(5));
+            // The first run after one interval: a server that starts and stops (tests, a
+            // restart loop) does not reconcile on every start.
+            let mut next = Instant::now() + every;
             while !stopping.load(Ordering::SeqCst) {
                 if Instant::now() >= next {
                     if let Err(error) = run_once(&identity, ledger.as_ref(), bank_url.as_deref()) {
