@@ -64,6 +64,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/credits/{key}", get(credit_by_key))
         .route("/v1/legacy/verify", post(legacy_verify))
         .route("/v1/payments/lookup", post(payment_lookup))
+        .route("/v1/statements", post(crate::statement::statement))
         .merge(crate::pages::routes())
         .merge(crate::drill::routes())
         .layer(DefaultBodyLimit::max(BODY_LENGTH_MAX_BYTES))
@@ -431,7 +432,7 @@ async fn grant(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     }
 }
 
-fn resource_refusal(error: &ResourceError) -> ErrorResponse {
+pub(crate) fn resource_refusal(error: &ResourceError) -> ErrorResponse {
     let status = match error {
         ResourceError::OAuth(error) => return refusal(error, true),
         ResourceError::ScopeMissing(_) => StatusCode::FORBIDDEN,

@@ -23,6 +23,7 @@ pub mod pages;
 pub mod payments;
 pub mod pkce;
 pub mod resource;
+pub mod statement;
 pub mod store;
 pub mod webhooks;
 

@@ -219,6 +219,12 @@ pub fn ensure_schema(database: &Database) -> Result<(), StoreError> {
         add_column_if_missing(tx, "bank_oauth_clients", "webhook_url", "TEXT")?;
         add_column_if_missing(tx, "bank_payments", "link_id", id)?;
         add_column_if_missing(tx, "bank_payments", "reported_at_ms", "BIGINT")?;
+        // The per-day statement reads a client's payments in decision order (`statement.rs`).
+        tx.execute(
+            "CREATE INDEX IF NOT EXISTS bank_payments_by_client_time
+                ON bank_payments (client_id, created_at_ms, id)",
+            &[],
+        )?;
         Ok(())
     })
 }

@@ -158,12 +158,20 @@ pub fn agent() -> ureq::Agent {
 }
 
 /// Reads a JSON answer, or the protocol error it carries.
-fn answer_json(mut response: ureq::http::Response<ureq::Body>) -> Result<Value, BankClientError> {
+fn answer_json(response: ureq::http::Response<ureq::Body>) -> Result<Value, BankClientError> {
+    answer_json_within(response, ANSWER_LENGTH_MAX_BYTES)
+}
+
+/// [`answer_json`] with another size bound (a statement page is bigger than other answers).
+fn answer_json_within(
+    mut response: ureq::http::Response<ureq::Body>,
+    length_max_bytes: u64,
+) -> Result<Value, BankClientError> {
     let status = response.status().as_u16();
     let value: Value = response
         .body_mut()
         .with_config()
-        .limit(ANSWER_LENGTH_MAX_BYTES)
+        .limit(length_max_bytes)
         .read_json()
         .map_err(|_| {
             if (200..300).contains(&status) {
@@ -529,6 +537,67 @@ impl BankClient {
         }
     }
 
+    /// One page of the bank's statement of this client's debits and credits decided on `day`
+    /// (`POST /v1/statements`, Kinko's client authentication), from `cursor` on.
+    pub fn statement_page(
+        &self,
+        day: StatementDay,
+        cursor: Option<&str>,
+        now_ms: i64,
+    ) -> Result<StatementPage, BankClientError> {
+        let assertion = self.assertion(now_ms)?;
+        let day_text = day.to_string();
+        let page_limit = STATEMENT_PAGE_ENTRIES_MAX.to_string();
+        let mut form = vec![
+            ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+            ("client_assertion", assertion.as_str()),
+            ("day", day_text.as_str()),
+            ("limit", page_limit.as_str()),
+        ];
+        if let Some(cursor) = cursor {
+            form.push(("cursor", cursor));
+        }
+        let response = self
+            .agent
+            .post(&self.endpoints.resource("/v1/statements"))
+            .send_form(form)?;
+        StatementPage::from_answer(
+            answer_json_within(response, STATEMENT_ANSWER_LENGTH_MAX_BYTES)?,
+            day,
+        )
+    }
+
+    /// The whole statement of `day`, page after page: at most `entries_max` entries (more is
+    /// an error, never a silently cut statement) and [`STATEMENT_PAGES_MAX`] pages.
+    pub fn statement(
+        &self,
+        day: StatementDay,
+        entries_max: usize,
+        now_ms: i64,
+    ) -> Result<Vec<StatementEntry>, BankClientError> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..STATEMENT_PAGES_MAX {
+            let page = self.statement_page(day, cursor.as_deref(), now_ms)?;
+            entries.extend(page.entries);
+            if entries.len() > entries_max {
+                return Err(BankClientError::Malformed(
+                    "the statement holds more entries than allowed",
+                ));
+            }
+            match page.next_cursor {
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    return Err(BankClientError::Malformed("the statement's cursor repeats"));
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(entries),
+            }
+        }
+        Err(BankClientError::Malformed(
+            "the statement has more pages than allowed",
+        ))
+    }
+
     /// Ends the link at the bank (RFC 7009). The bank answers 200 whatever the token was.
     pub fn revoke(&self, refresh_token: &SecretString, now_ms: i64) -> Result<(), BankClientError> {
         let assertion = self.assertion(now_ms)?;
@@ -663,11 +732,231 @@ impl PaymentKind {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             PaymentKind::Debit => "debit",
             PaymentKind::Credit => "credit",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "debit" => Some(PaymentKind::Debit),
+            "credit" => Some(PaymentKind::Credit),
+            _ => None,
+        }
+    }
+}
+
+/// Entries a statement page holds at most (the bank's bound; Kinko asks for this many).
+pub const STATEMENT_PAGE_ENTRIES_MAX: usize = 500;
+/// A statement page's answer is read up to this size (500 entries of ~250 bytes fit).
+const STATEMENT_ANSWER_LENGTH_MAX_BYTES: u64 = 1_024 * 1_024;
+/// Pages one statement is read in at most.
+pub const STATEMENT_PAGES_MAX: usize = 10_000;
+
+const DAY_MS: i64 = 86_400_000;
+/// Japan time is UTC+9 all year: a bank day starts at 15:00 UTC the day before.
+const JAPAN_OFFSET_MS: i64 = 9 * 3_600_000;
+
+/// A bank day: a calendar date in Japan time, as statements count days
+/// (`docs/BANK-PROTOCOL.md` section 6). Written `YYYY-MM-DD`, years 2000–9999.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StatementDay {
+    /// Days since 1970-01-01.
+    days: i64,
+}
+
+impl StatementDay {
+    /// Parses `YYYY-MM-DD` strictly: a real date, nothing around it.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<i64> {
+            let part = text.get(range)?;
+            if !part.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            part.parse().ok()
+        };
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        if !(2000..=9999).contains(&year) || !(1..=12).contains(&month) || day < 1 {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        // A day past the month's end (2026-02-30) comes back as another date.
+        let parsed = Self { days };
+        (parsed.civil() == (year, month, day)).then_some(parsed)
+    }
+
+    /// The Japan-time day that `at_ms` (ms since the epoch) falls in.
+    pub fn of_ms(at_ms: i64) -> Self {
+        Self {
+            days: at_ms.saturating_add(JAPAN_OFFSET_MS).div_euclid(DAY_MS),
+        }
+    }
+
+    /// Its first millisecond (midnight in Japan), ms since the epoch.
+    pub fn start_ms(self) -> i64 {
+        self.days.saturating_mul(DAY_MS) - JAPAN_OFFSET_MS
+    }
+
+    /// The first millisecond of the next day: the day is `[start_ms, end_ms)`.
+    pub fn end_ms(self) -> i64 {
+        self.start_ms().saturating_add(DAY_MS)
+    }
+
+    pub fn next(self) -> Self {
+        Self {
+            days: self.days + 1,
+        }
+    }
+
+    pub fn previous(self) -> Self {
+        Self {
+            days: self.days - 1,
+        }
+    }
+
+    /// (year, month, day).
+    fn civil(self) -> (i64, i64, i64) {
+        civil_from_days(self.days)
+    }
+}
+
+impl std::fmt::Display for StatementDay {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (year, month, day) = self.civil();
+        write!(formatter, "{year:04}-{month:02}-{day:02}")
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// One debit or credit on a statement: what the bank decided under one of the client's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementEntry {
+    /// The bank's id of the payment.
+    pub id: String,
+    pub kind: PaymentKind,
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+    pub bank_code: String,
+    pub amount_yen: i64,
+    pub settled: bool,
+    pub reason: Option<String>,
+    /// When the bank decided it, ms since the epoch.
+    pub decided_at_ms: i64,
+}
+
+/// One page of a statement and where the next starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementPage {
+    pub entries: Vec<StatementEntry>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementAnswer {
+    day: String,
+    entries: Vec<StatementEntryAnswer>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementEntryAnswer {
+    id: String,
+    kind: String,
+    key: String,
+    bank_code: String,
+    amount_yen: i64,
+    status: String,
+    #[serde(default)]
+    reason: Option<String>,
+    decided_at_ms: i64,
+}
+
+impl StatementPage {
+    /// Parses a page strictly: the day asked for, known kinds and statuses, positive amounts,
+    /// decision times within the day, at most [`STATEMENT_PAGE_ENTRIES_MAX`] entries.
+    fn from_answer(answer: Value, day: StatementDay) -> Result<Self, BankClientError> {
+        let answer: StatementAnswer = serde_json::from_value(answer)
+            .map_err(|_| BankClientError::Malformed("the statement is not a statement"))?;
+        if answer.day != day.to_string() {
+            return Err(BankClientError::Malformed(
+                "the statement is of another day",
+            ));
+        }
+        if answer.entries.len() > STATEMENT_PAGE_ENTRIES_MAX {
+            return Err(BankClientError::Malformed("a statement page is too long"));
+        }
+        let entries = answer
+            .entries
+            .into_iter()
+            .map(|entry| {
+                let kind = PaymentKind::parse(&entry.kind)
+                    .ok_or(BankClientError::Malformed("unknown statement entry kind"))?;
+                let settled = match entry.status.as_str() {
+                    "settled" => true,
+                    "rejected" => false,
+                    _ => return Err(BankClientError::Malformed("unknown statement status")),
+                };
+                if entry.amount_yen <= 0
+                    || !(day.start_ms()..day.end_ms()).contains(&entry.decided_at_ms)
+                    || entry.key.is_empty()
+                {
+                    return Err(BankClientError::Malformed(
+                        "a statement entry is out of bounds",
+                    ));
+                }
+                Ok(StatementEntry {
+                    id: entry.id,
+                    kind,
+                    key: entry.key,
+                    bank_code: entry.bank_code,
+                    amount_yen: entry.amount_yen,
+                    settled,
+                    reason: entry.reason,
+                    decided_at_ms: entry.decided_at_ms,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            entries,
+            next_cursor: answer.next_cursor,
+        })
     }
 }
 
@@ -781,6 +1070,39 @@ mod tests {
             }
         });
         (format!("http://{address}"), fetches)
+    }
+
+    #[test]
+    fn statement_days_are_japan_dates() {
+        let day = StatementDay::parse("2026-12-06").unwrap_or_else(|| panic!("a date"));
+        assert_eq!(day.to_string(), "2026-12-06");
+        // 2026-12-06T00:00+09:00 is 2026-12-05T15:00Z.
+        assert_eq!(day.start_ms(), 1_796_482_800_000);
+        assert_eq!(day.end_ms() - day.start_ms(), 86_400_000);
+        assert_eq!(StatementDay::of_ms(day.start_ms()), day);
+        assert_eq!(StatementDay::of_ms(day.start_ms() - 1), day.previous());
+        assert_eq!(StatementDay::of_ms(day.end_ms()), day.next());
+        assert_eq!(
+            StatementDay::parse("2024-02-29").map(|day| day.next().to_string()),
+            Some("2024-03-01".to_owned())
+        );
+        assert_eq!(
+            StatementDay::parse("2026-12-31").map(|day| day.next().to_string()),
+            Some("2027-01-01".to_owned())
+        );
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-1-01",
+            "26-12-06",
+            "2026-12-06 ",
+            "+026-12-06",
+            "1999-12-31",
+            "",
+        ] {
+            assert_eq!(StatementDay::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!    pending and the reconciler asks the bank by key later.
 
 pub mod accounts;
+pub mod bank_reconcile;
 pub mod charge;
 pub mod confirmations;
 pub mod credits;

@@ -104,6 +104,10 @@ pub const SQLITE: &[Migration] = &[
         "0071_case_work",
         include_str!("../migrations/sqlite/0071_case_work.sql"),
     ),
+    (
+        "0095_reconciliation_runs",
+        include_str!("../migrations/sqlite/0095_reconciliation_runs.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -202,6 +206,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0071_case_work",
         include_str!("../migrations/postgres/0071_case_work.sql"),
+    ),
+    (
+        "0095_reconciliation_runs",
+        include_str!("../migrations/postgres/0095_reconciliation_runs.sql"),
     ),
 ];
 

@@ -1,8 +1,8 @@
 //! `kinko`: the one binary. `serve` runs the platform, `demo` runs it seeded, `check` verifies
-//! the ledger's invariants, `audit verify` the audit chain, `admin create-operator` makes the
-//! first operator, `bank-sandbox` runs the sandbox bank, `bench` measures, `migrate` applies
-//! migrations, `risk` checks and backtests rule files, `drill` attacks a running instance and
-//! proves ¥0 lost.
+//! the ledger's invariants, `reconcile` compares rows, ledger and bank, `audit verify` the
+//! audit chain, `admin create-operator` makes the first operator, `bank-sandbox` runs the
+//! sandbox bank, `bench` measures, `migrate` applies migrations, `risk` checks and backtests
+//! rule files, `drill` attacks a running instance and proves ¥0 lost.
 
 mod admin;
 mod audit;
@@ -12,6 +12,7 @@ mod bench_api;
 mod crash_child;
 mod demo;
 mod drill;
+mod reconcile;
 mod risk;
 mod serve;
 mod walkthrough;
@@ -74,6 +75,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reconcile a day's movements: Kinko's rows against the ledger, and with --bank against
+    /// the bank's statement too; exits 2 on any mismatch.
+    Reconcile(reconcile::ReconcileArgs),
     /// Run the sandbox bank: its own HTTP service and store, standing in for real banks.
     BankSandbox(bank_sandbox::BankSandboxArgs),
     /// Apply pending migrations and exit.
@@ -142,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { which } => bench::run(which),
         Command::BankSandbox(args) => bank_sandbox::run(args),
+        Command::Reconcile(args) => reconcile::run(args),
         Command::Admin { which } => admin::run(which),
         Command::Audit { which } => audit::run(which),
         Command::Risk { which } => risk::run(which),

@@ -179,11 +179,17 @@ pub fn serve_with_banks(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let reconciler = runtime.block_on(async {
+    let (reconciler, notices, bank_reconciler) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
         let bound = listener.local_addr()?;
+        let bank_reconciler = crate::reconcile::spawn_scheduled(
+            Arc::clone(&identity),
+            Arc::clone(ledger.reader()),
+            bank_sandbox_url.clone(),
+            Arc::clone(&stopping),
+        )?;
         let links = connect_banks(Arc::clone(&identity), bound, bank_sandbox_url, profile).await?;
         let mut money = kinko_money::MoneyService::new(
             Arc::clone(&ledger),
@@ -239,16 +245,18 @@ pub fn serve_with_banks(
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
-        Ok::<_, anyhow::Error>((reconciler, notices))
+        Ok::<_, anyhow::Error>((reconciler, notices, bank_reconciler))
     })?;
     drop(runtime);
     stopping.store(true, Ordering::SeqCst);
-    let (reconciler, notices) = reconciler;
     if reconciler.join().is_err() {
         tracing::error!("the reconciler panicked");
     }
     if notices.join().is_err() {
         tracing::error!("the movement notices worker panicked");
+    }
+    if bank_reconciler.join().is_err() {
+        tracing::error!("the bank reconciler panicked");
     }
     if delivery.join().is_err() {
         tracing::error!("the notification worker panicked");

@@ -21,6 +21,7 @@ pub mod money;
 pub mod operator;
 pub mod passkey;
 pub mod payments;
+pub mod reconciliation;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -108,6 +109,7 @@ pub mod payments;
         operator::read_user,
         operator::read_audit,
         operator::create_operator,
+        reconciliation::last_run,
     ),
     components(schemas(crate::Health, Problem))
 )]
@@ -127,7 +129,8 @@ pub fn router(
         .merge(credits::router())
         .merge(cases::router())
         .merge(passkey::router(relying_party))
-        .merge(operator::router());
+        .merge(operator::router())
+        .merge(reconciliation::router());
     if sandbox {
         router.merge(identity::sandbox_router())
     } else {
