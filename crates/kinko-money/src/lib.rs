@@ -19,13 +19,16 @@ pub mod accounts;
 pub mod charge;
 pub mod confirmations;
 pub mod credits;
+pub mod disputes;
 pub mod error;
 pub mod history;
+pub mod holds;
 pub mod merchants;
 pub mod payments;
 pub mod reconcile;
 mod risk;
 pub mod service;
 pub mod transfers;
+pub mod victim_refunds;
 
 pub use charge::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};

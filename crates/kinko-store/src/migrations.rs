@@ -88,6 +88,10 @@ pub const SQLITE: &[Migration] = &[
         "0070_cases",
         include_str!("../migrations/sqlite/0070_cases.sql"),
     ),
+    (
+        "0080_disputes",
+        include_str!("../migrations/sqlite/0080_disputes.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -170,6 +174,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0070_cases",
         include_str!("../migrations/postgres/0070_cases.sql"),
+    ),
+    (
+        "0080_disputes",
+        include_str!("../migrations/postgres/0080_disputes.sql"),
     ),
 ];
 

@@ -375,6 +375,16 @@ fn spawn_reconciler(
                         }
                         Err(error) => tracing::error!(error = %error, "finishing payments failed"),
                     }
+                    match money.reconcile_victim_refunds(after_ms) {
+                        Ok(0) => {}
+                        Ok(seen) => tracing::info!(seen, "looked at pending refunds to victims"),
+                        Err(error) => tracing::error!(error = %error, "finishing refunds failed"),
+                    }
+                    match money.contain_reported_frauds() {
+                        Ok(0) => {}
+                        Ok(contained) => tracing::info!(contained, "contained fraud reports"),
+                        Err(error) => tracing::error!(error = %error, "containing reports failed"),
+                    }
                     next = std::time::Instant::now() + every;
                 }
                 std::thread::sleep(Duration::from_millis(200));

@@ -14,6 +14,7 @@ use crate::problem::Problem;
 
 pub mod banks;
 pub mod credits;
+pub mod disputes;
 pub mod identity;
 pub mod links;
 pub mod money;
@@ -87,6 +88,11 @@ pub mod payments;
         credits::credit,
         credits::decide,
         credits::list,
+        disputes::dispute,
+        disputes::case_holds,
+        disputes::release_hold,
+        disputes::propose_refund,
+        disputes::decide_refund,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -117,6 +123,7 @@ pub fn router(
         .merge(money::router())
         .merge(payments::router())
         .merge(credits::router())
+        .merge(disputes::router())
         .merge(passkey::router(relying_party))
         .merge(operator::router());
     if sandbox {
