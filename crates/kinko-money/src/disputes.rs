@@ -168,9 +168,11 @@ impl MoneyService {
         self.finish_dispute(dispute)
     }
 
-    /// Contains every bank fraud report not contained yet (at most [`CONTAIN_SWEEP_MAX`] a
-    /// call): run after each bank webhook and by the reconciler, so a report whose webhook
-    /// answer was cut short is contained all the same. Answers how many it contained.
+    /// Contains every bank fraud report not contained yet whose link has a settled charge (at
+    /// most [`CONTAIN_SWEEP_MAX`] a call; a report about a link that never moved money has
+    /// nothing to follow and is left to its case): run after each bank webhook and by the
+    /// reconciler, so a report whose webhook answer was cut short is contained all the same.
+    /// One report that fails is logged and the others go on. Answers how many it contained.
     pub fn contain_reported_frauds(&self) -> Result<u64, MoneyError> {
         let rows = self.identity_database().read(|tx: &mut dyn Tx| {
             tx.query(
@@ -178,6 +180,8 @@ impl MoneyService {
                  WHERE a.kind = 'fraud_reported' AND a.user_id IS NOT NULL
                    AND a.link_id IS NOT NULL
                    AND NOT EXISTS (SELECT 1 FROM money_disputes d WHERE d.alert_id = a.id)
+                   AND EXISTS (SELECT 1 FROM money_bank_transfers t WHERE t.link_id = a.link_id
+                               AND t.direction = 'charge' AND t.status = 'posted')
                  ORDER BY a.created_at, a.id LIMIT $1",
                 &[CONTAIN_SWEEP_MAX.into()],
             )
@@ -194,13 +198,19 @@ impl MoneyService {
                 .and_then(serde_json::Value::as_str)
                 .and_then(|key| uuid::Uuid::parse_str(key).ok())
                 .map_or(ContainSource::Link(link_id), ContainSource::Charge);
-            match self.contain(user_id, alert_id, source) {
-                Ok(_) => contained += 1,
-                // A report about nothing Kinko moved (no settled charge) is left to its case.
+            let outcome = match self.contain(user_id, alert_id, source) {
+                // The report names a charge that did not settle: every settled charge through
+                // the link is followed instead (the query above found at least one).
                 Err(MoneyError::MovementNotFound) => {
-                    tracing::warn!(alert = %alert_id, "a fraud report names no settled charge")
+                    self.contain(user_id, alert_id, ContainSource::Link(link_id))
                 }
-                Err(error) => return Err(error),
+                other => other,
+            };
+            match outcome {
+                Ok(_) => contained += 1,
+                Err(error) => {
+                    tracing::warn!(alert = %alert_id, error = %error, "containing a report failed")
+                }
             }
         }
         Ok(contained)
