@@ -26,6 +26,7 @@ both!(
     a_refund_above_the_threshold_waits_for_a_second_operator,
     a_crash_in_the_middle_of_a_refund_is_resumed_not_doubled,
     a_bank_fraud_report_is_contained_like_a_dispute,
+    disputing_a_transfer_out_follows_it_from_the_recipient,
 );
 
 /// The risk rules are tested on their own; here the mule chain must get through to be
@@ -87,6 +88,8 @@ struct Chain {
     saburo: String,
     /// The disputed charge's id (its history entry has the same id).
     charge_id: String,
+    /// hanako's ¥8,000 to taro (her history entry has the same id).
+    mule_id: String,
 }
 
 /// hanako charges ¥3,000 and pays saburo ¥2,000; then the disputed ¥10,000 charge, of which
@@ -113,7 +116,7 @@ fn chain(pair: &bank_support::Pair) -> Chain {
     std::thread::sleep(std::time::Duration::from_millis(5));
     let disputed = posted(&charge(kinko, &hanako, "stolen-1", &link_id, 10_000));
     std::thread::sleep(std::time::Duration::from_millis(5));
-    posted(&send(kinko, &hanako, "mule-1", "taro", 8_000));
+    let mule = posted(&send(kinko, &hanako, "mule-1", "taro", 8_000));
     std::thread::sleep(std::time::Duration::from_millis(5));
     posted(&send(kinko, &taro, "mule-2", "jiro", 5_000));
     Chain {
@@ -122,6 +125,7 @@ fn chain(pair: &bank_support::Pair) -> Chain {
         jiro,
         saburo,
         charge_id: text_of(&disputed["id"]),
+        mule_id: text_of(&mule["id"]),
     }
 }
 
@@ -583,4 +587,27 @@ fn bank_page(
     let page = browser.send(&bank.address, "GET", "/customer", None);
     assert_eq!(page.status, 200, "{}", page.body);
     page.body
+}
+
+/// A stolen session sent hanako's money to taro: she disputes the transfer, not the charge.
+/// The money is followed from taro; her own wallet is frozen but not held.
+fn disputing_a_transfer_out_follows_it_from_the_recipient(backend: &str) {
+    let pair = start_with(backend, ENVIRONMENT);
+    let kinko = &pair.kinko;
+    let chain = chain(&pair);
+    let disputed = dispute(kinko, &chain.hanako, &chain.mule_id);
+    assert_eq!(disputed.status, 201, "{}", disputed.body);
+    let disputed = json_of(&disputed);
+    assert_eq!(disputed["amount_yen"], 8_000, "{disputed}");
+    assert_eq!(disputed["held_yen"], 8_000, "{disputed}");
+    assert_eq!(funds(kinko, &chain.hanako), (3_000, 3_000));
+    assert_eq!(funds(kinko, &chain.taro), (3_000, 0));
+    assert_eq!(funds(kinko, &chain.jiro), (5_000, 0));
+    assert_eq!(funds(kinko, &chain.saburo), (2_000, 2_000));
+    kinko.assert_problem(
+        &send(kinko, &chain.hanako, "after-1", "saburo", 100),
+        403,
+        "IDENTITY_OUTGOING_FROZEN",
+    );
+    kinko.assert_books_balance();
 }
