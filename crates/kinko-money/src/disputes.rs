@@ -2,13 +2,15 @@
 //! of their history, and a bank's fraud report contained for an account holder who may never
 //! have used Kinko. Either, in one transaction: freezes the wallet's outgoing money, opens a
 //! case (`kinko-cases`), follows the money by P2P and writes a hold for what each wallet it
-//! reached still has of it (and freezes those wallets for review too); then the holds are
+//! reached still has of it (and freezes those wallets for review too, telling their owners;
+//! the disputer is told the dispute was received); then the holds are
 //! placed in the ledger (`holds.rs`). Idempotent: the same movement or report again finds the
 //! same dispute and case, and finishes holds a crash left pending.
 
 use kinko_audit::{Actor, AuditEntry};
 use kinko_banking::links::FROZEN_UNTIL_REVIEWED;
 use kinko_cases::{CaseKind, NewCase};
+use kinko_identity::service::tell_user;
 use kinko_identity::session::SessionInfo;
 use kinko_store::sql::{Row, Tx, Value};
 use serde::Serialize;
@@ -251,10 +253,33 @@ impl MoneyService {
         freeze(tx, subject.user_id)?;
         let mut reached_count = 0;
         let mut planned_count = 0;
+        if let DisputeOrigin::User(_) = origin {
+            tell_user(
+                tx,
+                now_ms,
+                subject.user_id,
+                "dispute_received",
+                "お申し出を受け付けました / We received your dispute",
+                &format!(
+                    "身に覚えのない取引（¥{}）のお申し出を受け付けました。安全のためウォレットからの出金・送金を停止し、お金の流れを確認しています。担当者からご連絡します。\n\nWe received your dispute of a movement of ¥{}. For your safety we paused outgoing money from your wallet and are following the money. Our staff will contact you.",
+                    subject.amount_yen, subject.amount_yen
+                ),
+            )?;
+        }
         if let Some(start) = subject.origin {
             let reached = follow(tx, start)?;
             for wallet in reached.keys() {
                 freeze(tx, *wallet)?;
+                if *wallet != subject.user_id {
+                    tell_user(
+                        tx,
+                        now_ms,
+                        *wallet,
+                        "money_held_for_review",
+                        "出金を一時停止しました / We paused outgoing money",
+                        "あなたのウォレットが受け取ったお金について、不正利用の申し出がありました。確認が終わるまで、ウォレットからの出金・送金を停止し、該当する金額を保留しています。担当者が確認します。\n\nMoney your wallet received is the subject of a fraud claim. Until we have reviewed it, outgoing money from your wallet is paused and the amount concerned is held. Our staff will review it.",
+                    )?;
+                }
             }
             reached_count = reached.len();
             planned_count = self.plan_holds(tx, opened.case_id, &reached, now_ms)?.len();

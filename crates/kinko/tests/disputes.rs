@@ -177,6 +177,20 @@ fn a_dispute_holds_what_the_chain_still_has(backend: &str) {
     }
     posted(&send(kinko, &chain.saburo, "free-1", "hanako", 500));
     assert_eq!(funds(kinko, &chain.saburo), (1_500, 1_500));
+    // The owners are told: the disputer that the dispute was received, the wallets held why.
+    assert!(
+        bank_support::purposes(kinko, "hanako@example.jp").contains(&"dispute_received".to_owned())
+    );
+    for email in ["taro@example.jp", "jiro@example.jp"] {
+        assert!(
+            bank_support::purposes(kinko, email).contains(&"money_held_for_review".to_owned()),
+            "{email}"
+        );
+    }
+    assert!(
+        !bank_support::purposes(kinko, "saburo@example.jp")
+            .contains(&"money_held_for_review".to_owned())
+    );
     assert_eq!(funds(kinko, &chain.hanako), (3_500, 1_500));
 
     // The operators see the holds, one per wallet, as the ledger has them.
