@@ -65,6 +65,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/legacy/verify", post(legacy_verify))
         .route("/v1/payments/lookup", post(payment_lookup))
         .route("/v1/statements", post(crate::statement::statement))
+        .route("/v1/refunds", post(refund))
         .merge(crate::pages::routes())
         .merge(crate::drill::routes())
         .layer(DefaultBodyLimit::max(BODY_LENGTH_MAX_BYTES))
@@ -644,6 +645,71 @@ async fn payment_lookup(
     let outcome =
         blocking(move || bank.payment_by_client(&form.client_assertion, kind, &form.key, now_ms))
             .await;
+    match outcome {
+        Ok(Ok(answer)) => match to_json(&answer) {
+            Ok(json) => (no_store(), Json(json)).into_response(),
+            Err(error) => resource_refusal(&error).into_response(),
+        },
+        Ok(Err(ResourceError::OAuth(error))) => refusal(&error, false).into_response(),
+        Ok(Err(error)) => resource_refusal(&error).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The refund form: the client's own authentication, the debit to pay back, and the credit.
+#[derive(Deserialize)]
+struct RefundForm {
+    client_assertion_type: String,
+    client_assertion: String,
+    /// The client's key of the settled debit being paid back.
+    original_key: String,
+    amount_yen: i64,
+    description: String,
+    not_after_ms: Option<i64>,
+}
+
+/// `POST /v1/refunds` (form, `private_key_jwt`, `Idempotency-Key`): a credit into the account
+/// a debit of the client's took from (see [`Bank::refund_by_client`]).
+async fn refund(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    form: Result<Form<RefundForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return resource_refusal(&ResourceError::RequestInvalid("body")).into_response();
+    };
+    if form.client_assertion_type != crate::client_auth::ASSERTION_TYPE {
+        return refusal(
+            &OAuthError::InvalidClient(ClientAuthError::Malformed),
+            false,
+        )
+        .into_response();
+    }
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return resource_refusal(&ResourceError::IdempotencyKeyInvalid).into_response();
+    };
+    let request = crate::payments::PaymentRequest {
+        amount_yen: form.amount_yen,
+        description: form.description,
+        not_after_ms: form.not_after_ms,
+    };
+    let now_ms = state.now_ms();
+    let bank = Arc::clone(&state.bank);
+    let outcome = blocking(move || {
+        crate::payments::hold_while_asked();
+        bank.refund_by_client(
+            &form.client_assertion,
+            &form.original_key,
+            &key,
+            &request,
+            now_ms,
+        )
+    })
+    .await;
     match outcome {
         Ok(Ok(answer)) => match to_json(&answer) {
             Ok(json) => (no_store(), Json(json)).into_response(),

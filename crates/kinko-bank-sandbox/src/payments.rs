@@ -384,6 +384,49 @@ impl Bank {
     }
 }
 
+impl Bank {
+    /// `POST /v1/refunds` (form, `private_key_jwt`): pays back into the account that one of
+    /// the client's settled debits (`original_key`) took from, at most that debit's amount,
+    /// under the client's `key` — whatever became of the link since (a victim's link is
+    /// usually ended by the time the refund comes). Saved and replayed like any credit, and
+    /// found by `POST /v1/payments/lookup` as a `credit`.
+    pub fn refund_by_client(
+        &self,
+        client_assertion: &str,
+        original_key: &str,
+        key: &str,
+        request: &PaymentRequest,
+        now_ms: i64,
+    ) -> Result<PaymentResult, ResourceError> {
+        let client = self.authenticate_client(client_assertion, now_ms)?;
+        check_idempotency_key(original_key)?;
+        check_idempotency_key(key)?;
+        let debit = self.database().transaction(|tx: &mut dyn Tx| {
+            tx.query_opt(
+                "SELECT p.account_id, p.amount_yen, p.status, p.link_id, a.customer_id
+                 FROM bank_payments p JOIN bank_accounts a ON a.id = p.account_id
+                 WHERE p.client_id = $1 AND p.kind = 'debit' AND p.idempotency_key = $2",
+                &[client.client_id.as_str().into(), original_key.into()],
+            )
+        })?;
+        let debit = debit.ok_or(ResourceError::NotFound)?;
+        if debit.text(2)? != "settled" {
+            return Err(ResourceError::NotFound);
+        }
+        if request.amount_yen > debit.int(1)? {
+            return Err(ResourceError::RequestInvalid("amount_yen"));
+        }
+        let grant = ResourceGrant {
+            link_id: uuid::Uuid::from_u128(debit.uuid(3)?),
+            client_id: client.client_id.clone(),
+            customer_id: uuid::Uuid::from_u128(debit.uuid(4)?),
+            account_id: uuid::Uuid::from_u128(debit.uuid(0)?),
+            scope: PaymentKind::Credit.scope().to_owned(),
+        };
+        self.pay(PaymentKind::Credit, &grant, key, request, now_ms)
+    }
+}
+
 /// The saved answer if this key was used before: the same one for the same request, a
 /// refusal for another.
 fn replay(

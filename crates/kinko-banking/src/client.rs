@@ -598,6 +598,33 @@ impl BankClient {
         ))
     }
 
+    /// Pays back one of Kinko's settled debits (`original_key`) into the account it took from,
+    /// with Kinko's client authentication (`POST /v1/refunds`): needs no live link, so a
+    /// victim whose link was cut is refunded all the same. Saved at the bank under `order.key`.
+    pub fn refund_by_client(
+        &self,
+        original_key: &str,
+        order: &PaymentOrder<'_>,
+        now_ms: i64,
+    ) -> Result<BankPayment, BankClientError> {
+        let assertion = self.assertion(now_ms)?;
+        let amount = order.amount_yen.to_string();
+        let not_after = order.not_after_ms.to_string();
+        let response = self
+            .agent
+            .post(&self.endpoints.resource("/v1/refunds"))
+            .header("Idempotency-Key", order.key)
+            .send_form([
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+                ("original_key", original_key),
+                ("amount_yen", amount.as_str()),
+                ("description", order.description),
+                ("not_after_ms", not_after.as_str()),
+            ])?;
+        BankPayment::from_answer(answer_json(response)?)
+    }
+
     /// Ends the link at the bank (RFC 7009). The bank answers 200 whatever the token was.
     pub fn revoke(&self, refresh_token: &SecretString, now_ms: i64) -> Result<(), BankClientError> {
         let assertion = self.assertion(now_ms)?;

@@ -21,6 +21,9 @@ pub mod code {
     /// Kinko's own money paid out to make users whole: debited by credits, may go negative
     /// (it is an expense).
     pub const COMPENSATION: u16 = 40;
+    /// What a case recovered: credited by the holds returned from the wallets that received
+    /// disputed money, debited by the refund to the victim. One per case; never negative.
+    pub const HOLDS: u16 = 50;
 }
 
 /// Transfer codes: why money moved.
@@ -31,6 +34,10 @@ pub mod transfer {
     pub const TRANSFER: u16 = 4;
     pub const REFUND: u16 = 5;
     pub const CREDIT: u16 = 6;
+    /// A wallet's disputed money held for a case (pending), returned (posted) or released.
+    pub const HOLD: u16 = 7;
+    /// A refund to a victim's bank account, from a case's recovered funds or compensation.
+    pub const VICTIM_REFUND: u16 = 8;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +73,11 @@ fn derived(name: &str) -> Result<AccountId, AccountsError> {
 /// Kinko's compensation account (one per ledger).
 pub fn compensation() -> Result<AccountId, AccountsError> {
     derived("kinko.ledger.compensation")
+}
+
+/// A case's holds account: what the case recovered from the wallets that received its money.
+pub fn case_holds(case_id: u128) -> Result<AccountId, AccountsError> {
+    derived(&format!("kinko.ledger.holds:{case_id:032x}"))
 }
 
 /// A merchant's payable: what Kinko owes it.
@@ -122,8 +134,9 @@ pub fn ensure(ledger: &Ledger, accounts: &[(AccountId, u16)]) -> Result<(), Acco
             id: *id,
             ledger: LEDGER_JPY,
             code: *code,
-            // Neither a wallet nor what Kinko owes a merchant can go below zero.
-            flags: if *code == code::WALLET || *code == code::PAYABLE {
+            // Neither a wallet, nor what Kinko owes a merchant, nor what a case recovered can go
+            // below zero.
+            flags: if *code == code::WALLET || *code == code::PAYABLE || *code == code::HOLDS {
                 AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
             } else {
                 AccountFlags::NONE

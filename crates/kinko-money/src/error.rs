@@ -99,6 +99,24 @@ pub enum MoneyError {
     CreditSecondOperatorRequired,
     #[error("this credit was already decided")]
     CreditAlreadyDecided,
+    #[error("no such movement in this wallet's history")]
+    MovementNotFound,
+    #[error("no such case")]
+    CaseNotFound,
+    #[error("no such hold")]
+    HoldNotFound,
+    #[error("this case has no bank debit to make good")]
+    CaseHasNoBankDebit,
+    #[error("the refunds would exceed what the bank debited")]
+    VictimRefundExceedsCharge,
+    #[error("a refund of this case is already under way")]
+    VictimRefundInFlight,
+    #[error("no such refund")]
+    VictimRefundNotFound,
+    #[error("a refund is approved by a second operator, not the one who proposed it")]
+    VictimRefundSecondOperatorRequired,
+    #[error("this refund was already decided")]
+    VictimRefundAlreadyDecided,
     #[error(transparent)]
     Operator(#[from] kinko_identity::operator::OperatorError),
     #[error("storage failed: {0}")]
@@ -184,6 +202,17 @@ impl ErrorCode for MoneyError {
             MoneyError::CreditNotFound => "CREDIT_NOT_FOUND",
             MoneyError::CreditSecondOperatorRequired => "CREDIT_SECOND_OPERATOR_REQUIRED",
             MoneyError::CreditAlreadyDecided => "CREDIT_ALREADY_DECIDED",
+            MoneyError::MovementNotFound => "MONEY_MOVEMENT_NOT_FOUND",
+            MoneyError::CaseNotFound => "CASE_NOT_FOUND",
+            MoneyError::HoldNotFound => "HOLD_NOT_FOUND",
+            MoneyError::CaseHasNoBankDebit => "CASE_NO_BANK_DEBIT",
+            MoneyError::VictimRefundExceedsCharge => "VICTIM_REFUND_EXCEEDS_CHARGE",
+            MoneyError::VictimRefundInFlight => "VICTIM_REFUND_IN_FLIGHT",
+            MoneyError::VictimRefundNotFound => "VICTIM_REFUND_NOT_FOUND",
+            MoneyError::VictimRefundSecondOperatorRequired => {
+                "VICTIM_REFUND_SECOND_OPERATOR_REQUIRED"
+            }
+            MoneyError::VictimRefundAlreadyDecided => "VICTIM_REFUND_ALREADY_DECIDED",
             MoneyError::Store(_) | MoneyError::Internal(_) => "INTERNAL",
         }
     }
@@ -213,7 +242,16 @@ impl ErrorCode for MoneyError {
             MoneyError::MerchantNotFound
             | MoneyError::PaymentNotFound
             | MoneyError::CreditNotFound => ErrorKind::NotFound,
-            MoneyError::CreditSecondOperatorRequired => ErrorKind::Forbidden,
+            MoneyError::CreditSecondOperatorRequired
+            | MoneyError::VictimRefundSecondOperatorRequired => ErrorKind::Forbidden,
+            MoneyError::MovementNotFound
+            | MoneyError::CaseNotFound
+            | MoneyError::HoldNotFound
+            | MoneyError::VictimRefundNotFound => ErrorKind::NotFound,
+            MoneyError::CaseHasNoBankDebit
+            | MoneyError::VictimRefundExceedsCharge
+            | MoneyError::VictimRefundInFlight
+            | MoneyError::VictimRefundAlreadyDecided => ErrorKind::Conflict,
             MoneyError::CreditAlreadyDecided => ErrorKind::Conflict,
             MoneyError::MerchantInactive
             | MoneyError::ConfirmationRequired

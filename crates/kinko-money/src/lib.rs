@@ -20,8 +20,10 @@ pub mod bank_reconcile;
 pub mod charge;
 pub mod confirmations;
 pub mod credits;
+pub mod disputes;
 pub mod error;
 pub mod history;
+pub mod holds;
 pub mod merchants;
 pub mod notices;
 pub mod payments;
@@ -29,5 +31,6 @@ pub mod reconcile;
 mod risk;
 pub mod service;
 pub mod transfers;
+pub mod victim_refunds;
 
 pub use charge::{Charge, ChargeRequest, Direction, MoneyError, MoneyService};

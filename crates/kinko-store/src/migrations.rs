@@ -105,6 +105,10 @@ pub const SQLITE: &[Migration] = &[
         include_str!("../migrations/sqlite/0071_case_work.sql"),
     ),
     (
+        "0080_disputes",
+        include_str!("../migrations/sqlite/0080_disputes.sql"),
+    ),
+    (
         "0095_reconciliation_runs",
         include_str!("../migrations/sqlite/0095_reconciliation_runs.sql"),
     ),
@@ -206,6 +210,10 @@ pub const POSTGRES: &[Migration] = &[
     (
         "0071_case_work",
         include_str!("../migrations/postgres/0071_case_work.sql"),
+    ),
+    (
+        "0080_disputes",
+        include_str!("../migrations/postgres/0080_disputes.sql"),
     ),
     (
         "0095_reconciliation_runs",

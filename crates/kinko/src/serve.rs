@@ -151,14 +151,16 @@ pub fn serve_with_banks(
     let sandbox = environment.is_sandbox();
     let gateways = Gateways::from_config(&gateway_config).context("configuring notifications")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let identity = Arc::new(IdentityService::new(
-        Arc::clone(&database),
-        secrets,
-        Arc::new(SandboxKycProvider),
-        Arc::clone(&clock),
-        identity_config(profile)?,
-    )
-    .with_review_inbox(Arc::new(kinko_cases::IdentityReviews)));
+    let identity = Arc::new(
+        IdentityService::new(
+            Arc::clone(&database),
+            secrets,
+            Arc::new(SandboxKycProvider),
+            Arc::clone(&clock),
+            identity_config(profile)?,
+        )
+        .with_review_inbox(Arc::new(kinko_cases::IdentityReviews)),
+    );
     let bound = kinko_identity::kyc::bind_proven_identities(
         &database,
         identity.secret_box(),
@@ -478,6 +480,16 @@ fn spawn_reconciler(
                         Ok(0) => {}
                         Ok(escalated) => tracing::info!(escalated, "escalated overdue cases"),
                         Err(error) => tracing::error!(error = %error, "escalating cases failed"),
+                    }
+                    match money.reconcile_victim_refunds(after_ms) {
+                        Ok(0) => {}
+                        Ok(seen) => tracing::info!(seen, "looked at pending refunds to victims"),
+                        Err(error) => tracing::error!(error = %error, "finishing refunds failed"),
+                    }
+                    match money.contain_reported_frauds() {
+                        Ok(0) => {}
+                        Ok(contained) => tracing::info!(contained, "contained fraud reports"),
+                        Err(error) => tracing::error!(error = %error, "containing reports failed"),
                     }
                     next = std::time::Instant::now() + every;
                 }

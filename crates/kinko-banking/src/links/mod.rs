@@ -41,6 +41,7 @@ use crate::registry::{self, BankCode, BankingError};
 
 mod legacy;
 mod oauth;
+mod refunds;
 mod tokens;
 mod webhooks;
 

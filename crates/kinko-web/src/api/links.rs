@@ -284,6 +284,15 @@ pub async fn webhook(
     let text = String::from_utf8(body.to_vec()).map_err(|_| LinkError::WebhookInvalid)?;
     let service = links(&state);
     blocking(move || service.handle_webhook(text.trim())).await?;
+    // A fraud report: freeze the wallet that charged the account, follow the money, hold
+    // it (`MoneyService::contain`). The reconciler sweeps again, so a failure here is only
+    // logged: the bank's event itself was applied.
+    let money = Arc::clone(&state.money);
+    match tokio::task::spawn_blocking(move || money.contain_reported_frauds()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::error!(error = %error, "containing a fraud report failed"),
+        Err(error) => tracing::error!(error = %error, "containing a fraud report failed"),
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -15,6 +15,7 @@ use crate::problem::Problem;
 pub mod banks;
 pub mod cases;
 pub mod credits;
+pub mod disputes;
 pub mod identity;
 pub mod links;
 pub mod money;
@@ -96,6 +97,11 @@ pub mod reconciliation;
         cases::link,
         cases::transition,
         cases::snooze,
+        disputes::dispute,
+        disputes::case_holds,
+        disputes::release_hold,
+        disputes::propose_refund,
+        disputes::decide_refund,
         passkey::start_registration,
         passkey::finish_registration,
         passkey::list_passkeys,
@@ -128,6 +134,7 @@ pub fn router(
         .merge(payments::router())
         .merge(credits::router())
         .merge(cases::router())
+        .merge(disputes::router())
         .merge(passkey::router(relying_party))
         .merge(operator::router())
         .merge(reconciliation::router());
