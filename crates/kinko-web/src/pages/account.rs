@@ -38,8 +38,6 @@ pub fn router() -> Router<AppState> {
         .route("/signout", post(sign_out))
         .route("/wallet/totp", get(totp_start).post(totp_begin))
         .route("/wallet/totp/confirm", post(totp_confirm))
-        .route("/wallet/security", get(security))
-        .route("/wallet/security/sessions", post(end_session))
 }
 
 fn identity(state: &AppState) -> Arc<IdentityService> {
@@ -429,78 +427,5 @@ async fn totp_confirm(
             let message = session.lang.error(problem.code);
             render(status_of(&problem), &ErrorPage { page, message })
         }
-    }
-}
-
-struct SessionRow {
-    id: String,
-    device: String,
-    since: String,
-    current: bool,
-}
-
-#[derive(Template)]
-#[template(path = "security.html")]
-struct SecurityPage {
-    page: Frame,
-    sessions: Vec<SessionRow>,
-}
-
-/// Where this wallet is signed in (the API's `list_sessions`), each but this one with a button
-/// that ends it (`revoke_session`).
-async fn security(State(state): State<AppState>, session: PageSession) -> Response {
-    security_with(&state, &session, None).await
-}
-
-async fn security_with(state: &AppState, session: &PageSession, notice: Option<&str>) -> Response {
-    let service = identity(state);
-    let info = session.session.clone();
-    let current = info.session_id;
-    let listed = match blocking(move || service.list_sessions(&info)).await {
-        Ok(listed) => listed,
-        Err(problem) => return error_page(session.lang, &session.csrf, &problem),
-    };
-    let mut page = session.frame("/wallet/security");
-    if let Some(key) = notice {
-        page = page.with_notice(key);
-    }
-    let sessions = listed
-        .into_iter()
-        .map(|summary| SessionRow {
-            id: summary.session_id.to_string(),
-            device: summary.device_label,
-            since: super::history::japan_time(summary.created_at),
-            current: summary.session_id == current,
-        })
-        .collect();
-    render(StatusCode::OK, &SecurityPage { page, sessions })
-}
-
-#[derive(Deserialize)]
-struct EndSessionForm {
-    csrf: String,
-    session_id: String,
-}
-
-async fn end_session(
-    State(state): State<AppState>,
-    session: PageSession,
-    form: Result<Form<EndSessionForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(session.lang, &session.csrf, &form_problem());
-    };
-    if session.check_csrf(&form.csrf).is_err() {
-        return csrf_refused(session.lang, &session.csrf);
-    }
-    let Ok(target) = form.session_id.parse() else {
-        let problem = Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "No such session.");
-        return error_page(session.lang, &session.csrf, &problem);
-    };
-    let service = identity(&state);
-    let info = session.session.clone();
-    match blocking(move || service.revoke_session(&info, target)).await {
-        Ok(()) => security_with(&state, &session, Some("security.ended")).await,
-        Err(problem) => error_page(session.lang, &session.csrf, &problem),
     }
 }

@@ -18,7 +18,10 @@ pub mod console;
 pub mod history;
 pub mod i18n;
 pub mod pay;
+pub mod security;
+mod texts;
 pub mod wallet;
+pub mod withdraw;
 
 use std::sync::Arc;
 
@@ -68,6 +71,8 @@ pub fn router() -> Router<AppState> {
         .merge(wallet::router())
         .merge(pay::router())
         .merge(history::router())
+        .merge(withdraw::router())
+        .merge(security::router())
         .layer(middleware::map_response(security_headers))
 }
 
