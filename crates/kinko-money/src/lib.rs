@@ -19,6 +19,7 @@ pub mod accounts;
 pub mod charge;
 pub mod confirmations;
 pub mod credits;
+pub mod decisions;
 pub mod error;
 pub mod history;
 pub mod merchants;

@@ -486,6 +486,7 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     browser.go(&format!("{site}/console/signin"));
     browser.fill("#email", &admin.email);
     browser.fill("#password", support::OPERATOR_PASSWORD);
+    let admin_step = totp_step() + 1;
     browser.fill("#code", &totp_code(&admin.secret_base32, 1));
     browser.click("#submit");
     browser.wait_for_url("the console", |url| url.ends_with("/console"));
@@ -501,6 +502,18 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     browser.wait_for_text("この銀行からのチャージは現在停止しています。");
     browser.screenshot("charge-refused-ja");
     both_languages(&mut browser, &site, "/console", "console");
+
+    // The audit log with its chain walked: intact, and the switch is there with its reason.
+    browser.click("#to-audit");
+    browser.wait_for_url("the audit log", |url| url.ends_with("/console/audit"));
+    assert_eq!(browser.text("#chain-status"), "改ざんなし");
+    let entries = browser.text("#audit-entries");
+    assert!(
+        entries.contains("drill: the bank asked us to pause charging"),
+        "{entries}"
+    );
+    browser.screenshot("console-audit-ja");
+    both_languages(&mut browser, &site, "/console/audit", "console-audit");
 
     // A bank's own staff see only their bank.
     let partner = kinko.call(
@@ -527,6 +540,9 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
         "a bank partner sees another bank"
     );
     browser.screenshot("console-bank-partner-ja");
+    // The audit log is for admins: the bank's staff are refused in words.
+    browser.go(&format!("{site}/console/audit"));
+    browser.wait_for_text("この操作の権限がありません。");
 
     // Every page in both languages.
     for (path, name) in [
@@ -548,6 +564,21 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     for (path, name) in [("/signin", "signin"), ("/signup", "signup")] {
         both_languages(&mut browser, &site, path, name);
     }
+
+    // The compensation policy: public, linked from every page's footer, drawn from
+    // docs/COMPENSATION.md in the page's language.
+    browser.click("#to-compensation");
+    browser.wait_for_url("the policy", |url| url.ends_with("/compensation"));
+    assert!(browser.text("#policy").contains("申し出から 14 日以内"));
+    both_languages(&mut browser, &site, "/compensation", "compensation");
+    browser.go(&format!("{site}/lang/en?next=/compensation"));
+    let policy = browser.text("#policy");
+    assert!(policy.contains("Within 14 days of the claim"), "{policy}");
+    assert!(
+        !policy.contains("**") && !policy.contains("申し出の期限"),
+        "{policy}"
+    );
+    browser.go(&format!("{site}/lang/ja?next=/signin"));
 
     // Withdraw right after signing in: the new session has not passed its second factor, so
     // the form asks for the code (the step-up the money gate wants), and its errors read as
@@ -689,6 +720,46 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     );
     assert_eq!(forged.status, 403, "{}", forged.body);
     both_languages(&mut browser, &site, "/wallet/security", "security");
+
+    // The console's risk decisions: the refused withdrawal, with the rule that fired. The
+    // bank's staff may not read them; the admin signs in again with a later code.
+    browser.go(&format!("{site}/console/risk"));
+    browser.wait_for_text("この操作の権限がありません。");
+    browser.delete_cookie("kinko_operator");
+    while totp_step() < admin_step {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let ahead = (admin_step + 1).saturating_sub(totp_step());
+    browser.go(&format!("{site}/console/signin"));
+    browser.fill("#email", &admin.email);
+    browser.fill("#password", support::OPERATOR_PASSWORD);
+    browser.fill("#code", &totp_code(&admin.secret_base32, ahead));
+    browser.click("#submit");
+    browser.wait_for_url("the console", |url| url.ends_with("/console"));
+    browser.click("#to-risk");
+    browser.wait_for_url("the risk decisions", |url| url.ends_with("/console/risk"));
+    let decisions = browser.text("#decisions");
+    assert!(
+        decisions.contains("withdrawal → deny") && decisions.contains("held-money-cannot-leave"),
+        "{decisions}"
+    );
+    browser.screenshot("console-risk-ja");
+    both_languages(&mut browser, &site, "/console/risk", "console-risk");
+
+    // The dashboard: the last hour per minute, drawn on the server. This run made one charge,
+    // one payment, and one decline (the withdrawal the risk rules denied).
+    browser.go(&format!("{site}/console/dashboard"));
+    browser.find("#chart svg polyline#line-charges");
+    assert_eq!(browser.text("#total-charges"), "1");
+    assert_eq!(browser.text("#total-payments"), "1");
+    assert_eq!(browser.text("#total-declines"), "1");
+    browser.screenshot("console-dashboard-ja");
+    both_languages(
+        &mut browser,
+        &site,
+        "/console/dashboard",
+        "console-dashboard",
+    );
 
     let check = support::kinko()
         .arg("check")

@@ -14,7 +14,9 @@
 //! was drawn, so sending a form twice is one movement.
 
 pub mod account;
+pub mod compensation;
 pub mod console;
+pub mod console_audit;
 pub mod history;
 pub mod i18n;
 pub mod pay;
@@ -68,10 +70,12 @@ pub fn router() -> Router<AppState> {
         .route("/lang/{code}", get(switch_language))
         .merge(account::router())
         .merge(console::router())
+        .merge(console_audit::router())
         .merge(wallet::router())
         .merge(pay::router())
         .merge(history::router())
         .merge(withdraw::router())
+        .merge(compensation::router())
         .merge(security::router())
         .layer(middleware::map_response(security_headers))
 }

@@ -4,6 +4,37 @@
 
 pub const TEXTS: &[(&str, &str, &str)] = &[
     ("nav.withdraw", "出金", "Withdraw"),
+    ("compensation.title", "補償方針", "Compensation policy"),
+    ("console.audit", "監査ログ", "Audit log"),
+    ("console.chain", "ハッシュチェーン", "Hash chain"),
+    ("console.risk", "リスク判定", "Risk decisions"),
+    ("console.dashboard", "ダッシュボード", "Dashboard"),
+    (
+        "console.last_hour",
+        "直近1時間の1分ごとの件数",
+        "The last hour, per minute",
+    ),
+    (
+        "console.per_minute_max",
+        "1分あたりの最大件数",
+        "Most in one minute",
+    ),
+    ("console.charges", "チャージ", "Charges"),
+    ("console.payments", "支払い", "Payments"),
+    ("console.declines", "拒否", "Declines"),
+    (
+        "console.risk_none",
+        "ルールが反応した判定はまだありません。",
+        "No rule has fired yet.",
+    ),
+    ("console.chain_intact", "改ざんなし", "intact"),
+    ("console.chain_broken", "破損あり", "BROKEN"),
+    ("console.chain_checked", "検証した件数", "Entries checked"),
+    (
+        "OPERATOR_FORBIDDEN",
+        "この操作の権限がありません。",
+        "Your role does not allow this.",
+    ),
     ("withdraw.title", "銀行口座へ出金", "Withdraw to your bank"),
     (
         "withdraw.lead",
