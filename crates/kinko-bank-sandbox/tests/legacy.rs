@@ -304,7 +304,32 @@ fn legacy_verify_over_http(backend: &str) {
         .unwrap_or_else(|error| panic!("{error}"));
     runtime.block_on(async {
         let answer = post(&fixture, &right, &pin, ASSERTION_TYPE).await;
-        assert_eq!(answer, (StatusCode::OK, serde_json::json!({"match": true})));
+        // A match names the account by the pairwise reference OAuth gives for this client.
+        let reference = fixture
+            .bank
+            .database()
+            .transaction(|tx: &mut dyn Tx| {
+                tx.query_one(
+                    "SELECT id FROM bank_accounts WHERE bank_code = $1 AND number = $2",
+                    &[
+                        right.bank_code.as_str().into(),
+                        right.account_number.as_str().into(),
+                    ],
+                )?
+                .uuid(0)
+            })
+            .unwrap_or_else(|error| panic!("{error}"));
+        let expected_ref = fixture
+            .bank
+            .account_ref("kinko", uuid::Uuid::from_u128(reference))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            answer,
+            (
+                StatusCode::OK,
+                serde_json::json!({"match": true, "account_ref": expected_ref})
+            )
+        );
         let answer = post(&fixture, &right, "0000", ASSERTION_TYPE).await;
         let expected = pin == "0000";
         assert_eq!(

@@ -24,6 +24,8 @@ use crate::secrets::SecretBox;
 use crate::session::{self, DeviceRef, NewSession, SessionError, SessionInfo};
 use crate::totp::{self, TotpError};
 
+pub mod own_safety;
+
 /// Defaults from THREATS.md; an operator may tune them within their bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct IdentityConfig {

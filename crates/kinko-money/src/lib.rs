@@ -20,6 +20,7 @@ pub mod bank_reconcile;
 pub mod charge;
 pub mod confirmations;
 pub mod credits;
+pub mod decisions;
 pub mod disputes;
 pub mod error;
 pub mod history;

@@ -110,6 +110,8 @@ impl Kinko {
             ("KINKO_PUBLIC_URL", site.as_str()),
             // The walkthrough links and charges right after setting up the authenticator.
             ("KINKO_OUTGOING_FREEZE_S", "0"),
+            // and asks to withdraw to the new link in the same run.
+            ("KINKO_PAYOUT_WAIT_H", "0"),
         ];
         // Sandbox parts need KINKO_ENV=sandbox once `kinko serve` refuses to start without
         // KINKO_ENV (issue 13, item 5); a server that does not know that value yet runs its
@@ -484,6 +486,7 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     browser.go(&format!("{site}/console/signin"));
     browser.fill("#email", &admin.email);
     browser.fill("#password", support::OPERATOR_PASSWORD);
+    let admin_step = totp_step() + 1;
     browser.fill("#code", &totp_code(&admin.secret_base32, 1));
     browser.click("#submit");
     browser.wait_for_url("the console", |url| url.ends_with("/console"));
@@ -499,6 +502,18 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     browser.wait_for_text("この銀行からのチャージは現在停止しています。");
     browser.screenshot("charge-refused-ja");
     both_languages(&mut browser, &site, "/console", "console");
+
+    // The audit log with its chain walked: intact, and the switch is there with its reason.
+    browser.click("#to-audit");
+    browser.wait_for_url("the audit log", |url| url.ends_with("/console/audit"));
+    assert_eq!(browser.text("#chain-status"), "改ざんなし");
+    let entries = browser.text("#audit-entries");
+    assert!(
+        entries.contains("drill: the bank asked us to pause charging"),
+        "{entries}"
+    );
+    browser.screenshot("console-audit-ja");
+    both_languages(&mut browser, &site, "/console/audit", "console-audit");
 
     // A bank's own staff see only their bank.
     let partner = kinko.call(
@@ -525,6 +540,9 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
         "a bank partner sees another bank"
     );
     browser.screenshot("console-bank-partner-ja");
+    // The audit log is for admins: the bank's staff are refused in words.
+    browser.go(&format!("{site}/console/audit"));
+    browser.wait_for_text("この操作の権限がありません。");
 
     // Every page in both languages.
     for (path, name) in [
@@ -532,6 +550,7 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
         ("/wallet/charge", "charge"),
         ("/wallet/pay", "pay"),
         ("/wallet/send", "send"),
+        ("/wallet/withdraw", "withdraw"),
         ("/wallet/history", "history"),
         ("/wallet/links", "links"),
         ("/wallet/kyc", "kyc"),
@@ -546,6 +565,62 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
         both_languages(&mut browser, &site, path, name);
     }
 
+    // The compensation policy: public, linked from every page's footer, drawn from
+    // docs/COMPENSATION.md in the page's language.
+    browser.click("#to-compensation");
+    browser.wait_for_url("the policy", |url| url.ends_with("/compensation"));
+    assert!(browser.text("#policy").contains("申し出から 14 日以内"));
+    both_languages(&mut browser, &site, "/compensation", "compensation");
+    browser.go(&format!("{site}/lang/en?next=/compensation"));
+    let policy = browser.text("#policy");
+    assert!(policy.contains("Within 14 days of the claim"), "{policy}");
+    assert!(
+        !policy.contains("**") && !policy.contains("申し出の期限"),
+        "{policy}"
+    );
+    browser.go(&format!("{site}/lang/ja?next=/signin"));
+
+    // Withdraw right after signing in: the new session has not passed its second factor, so
+    // the form asks for the code (the step-up the money gate wants), and its errors read as
+    // sentences with the amount kept.
+    browser.go(&format!("{site}/signin"));
+    browser.fill("#email", &email);
+    browser.fill("#password", PASSWORD);
+    browser.click("#submit");
+    browser.wait_for_url("the second factor", |url| {
+        url.ends_with("/signin/second-factor")
+    });
+    browser.go(&format!("{site}/wallet/withdraw"));
+    assert_eq!(browser.text("#available"), "¥43,800");
+    browser.find("#step-up-hint");
+    browser.fill("#amount", "三千");
+    browser.fill("#code", "000000");
+    browser.click("#submit");
+    browser.wait_for_text("金額は1円以上の整数で入力してください。");
+    browser.fill("#amount", "３,０００");
+    browser.fill("#code", "000000");
+    browser.click("#submit");
+    browser.wait_for_text("コードが違います。");
+    assert_eq!(browser.attribute("#amount", "value"), "３,０００");
+    browser.screenshot("withdraw-error-ja");
+    while totp_step() < approved_step {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let ahead = (approved_step + 1).saturating_sub(totp_step());
+    browser.fill("#code", &totp_code(&secret, ahead));
+    browser.click("#submit");
+    // The code passed (the form no longer asks for it), and the shipped risk rules hold money
+    // charged from a link younger than 7 days for 72 h: the withdrawal is refused in words.
+    browser.wait_for_text("安全確認のため");
+    assert!(!browser.exists("#code"), "the step-up did not pass");
+    browser.screenshot("withdraw-declined-ja");
+    // Both sides: nothing reached the bank, nothing left the wallet.
+    assert_eq!(bank.balance(&customer, "0001"), bank_before - 45_000);
+    browser.go(&format!("{site}/wallet"));
+    assert_eq!(browser.text("#balance"), "¥43,800");
+    browser.click("#sign-out");
+    browser.wait_for_url("sign-in", |url| url.ends_with("/signin"));
+
     // Keyboard only: sign in and pass the second factor with Tab and Enter, from the first field.
     browser.go(&format!("{site}/signin"));
     browser.click("#email");
@@ -553,12 +628,12 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     browser.wait_for_url("the second factor", |url| {
         url.ends_with("/signin/second-factor")
     });
-    // The code field has the focus already (autofocus): type and press Enter. The approval
-    // spent its step's code: use the next step's, waiting until it is within the window.
-    while totp_step() < approved_step {
+    // The code field has the focus already (autofocus): type and press Enter. The withdrawal
+    // spent the step after the approval's: use the one after that, once it is within the window.
+    while totp_step() < approved_step + 1 {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let ahead = (approved_step + 1).saturating_sub(totp_step());
+    let ahead = (approved_step + 2).saturating_sub(totp_step());
     browser.keys(&format!("{}\u{E007}", totp_code(&secret, ahead)));
     browser.wait_for_url("home", |url| url.ends_with("/wallet"));
     assert_eq!(browser.text("#balance"), "¥43,800");
@@ -582,7 +657,109 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
         kinko.call("GET", "/api/v1/me", None, &app_token).status,
         401
     );
+
+    // Sign out everywhere else: two more app sessions, one click, both end; this one stays.
+    let app_tokens: Vec<String> = (0..2)
+        .map(|_| {
+            let app = http_with(
+                &kinko.address,
+                "POST",
+                "/api/v1/sessions",
+                Some(&json!({ "email": email, "password": PASSWORD }).to_string()),
+                &[("User-Agent", "Kinko app")],
+            );
+            assert_eq!(app.status, 201, "{}", app.body);
+            text_of(&json_of(&app)["token"])
+        })
+        .collect();
+    browser.go(&format!("{site}/wallet/security"));
+    browser.click("#sign-out-everywhere");
+    browser.wait_for_text("この端末以外をすべてログアウトさせました。");
+    for token in &app_tokens {
+        assert_eq!(kinko.call("GET", "/api/v1/me", None, token).status, 401);
+    }
+    assert!(
+        !browser.exists(".end-session"),
+        "another session is still listed"
+    );
+    // The notices the wallet was sent about its security (none that carries a code).
+    let notices = browser.text("#notices");
+    assert!(notices.contains("銀行口座が登録されました"), "{notices}");
+    assert!(!browser.source().contains("verify_email"));
+
+    // Freeze my wallet: a day, and money cannot leave — refused in words, nothing at the bank.
+    browser.click("#hours option[value='24']");
+    browser.click("#freeze-submit");
+    browser.wait_for_text("ウォレットを凍結しました。お金は出ていきません。");
+    assert!(!browser.text("#frozen-until").is_empty());
+    assert!(
+        browser
+            .text("#notices")
+            .contains("ウォレットが凍結されました")
+    );
+    browser.screenshot("security-frozen-ja");
+    browser.go(&format!("{site}/wallet/withdraw"));
+    browser.fill("#amount", "1000");
+    browser.click("#submit");
+    browser.wait_for_text("安全のため、現在お金を動かせません。");
+    assert_eq!(bank.balance(&customer, "0001"), bank_before - 45_000);
+    // A forged freeze form (no CSRF token) is refused.
+    let cookies = browser
+        .cookies()
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let forged = http_request(
+        &kinko.address,
+        "POST",
+        "/wallet/security/sign-out-everywhere",
+        "application/x-www-form-urlencoded",
+        Some("csrf=forged"),
+        &[("Cookie", &cookies)],
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
     both_languages(&mut browser, &site, "/wallet/security", "security");
+
+    // The console's risk decisions: the refused withdrawal, with the rule that fired. The
+    // bank's staff may not read them; the admin signs in again with a later code.
+    browser.go(&format!("{site}/console/risk"));
+    browser.wait_for_text("この操作の権限がありません。");
+    browser.delete_cookie("kinko_operator");
+    while totp_step() < admin_step {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let ahead = (admin_step + 1).saturating_sub(totp_step());
+    browser.go(&format!("{site}/console/signin"));
+    browser.fill("#email", &admin.email);
+    browser.fill("#password", support::OPERATOR_PASSWORD);
+    browser.fill("#code", &totp_code(&admin.secret_base32, ahead));
+    browser.click("#submit");
+    browser.wait_for_url("the console", |url| url.ends_with("/console"));
+    browser.click("#to-risk");
+    browser.wait_for_url("the risk decisions", |url| url.ends_with("/console/risk"));
+    let decisions = browser.text("#decisions");
+    assert!(
+        decisions.contains("withdrawal → deny") && decisions.contains("held-money-cannot-leave"),
+        "{decisions}"
+    );
+    browser.screenshot("console-risk-ja");
+    both_languages(&mut browser, &site, "/console/risk", "console-risk");
+
+    // The dashboard: the last hour per minute, drawn on the server. This run made one charge,
+    // one payment, and one decline (the withdrawal the risk rules denied).
+    browser.go(&format!("{site}/console/dashboard"));
+    browser.find("#chart svg polyline#line-charges");
+    assert_eq!(browser.text("#total-charges"), "1");
+    assert_eq!(browser.text("#total-payments"), "1");
+    assert_eq!(browser.text("#total-declines"), "1");
+    browser.screenshot("console-dashboard-ja");
+    both_languages(
+        &mut browser,
+        &site,
+        "/console/dashboard",
+        "console-dashboard",
+    );
 
     let check = support::kinko()
         .arg("check")

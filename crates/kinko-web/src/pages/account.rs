@@ -18,6 +18,7 @@ use kinko_identity::service::{IdentityService, Source};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::wallet::{HasCsrf, accept};
 use super::{
     DEVICE_COOKIE, ErrorPage, FormToken, Frame, Lang, PageSession, blocking, cookie, csrf_refused,
     error_page, render, session_cookies, set_cookie, status_of,
@@ -38,8 +39,6 @@ pub fn router() -> Router<AppState> {
         .route("/signout", post(sign_out))
         .route("/wallet/totp", get(totp_start).post(totp_begin))
         .route("/wallet/totp/confirm", post(totp_confirm))
-        .route("/wallet/security", get(security))
-        .route("/wallet/security/sessions", post(end_session))
 }
 
 fn identity(state: &AppState) -> Arc<IdentityService> {
@@ -51,6 +50,22 @@ fn page_source(headers: &HeaderMap, address: SocketAddr) -> Source {
     let mut source = crate::api::identity::source(headers, address);
     source.device_token = cookie(headers, DEVICE_COOKIE);
     source
+}
+
+/// Parses a form shown before sign-in and checks its double-submit token; the `Err` is the
+/// page to answer (the signed-in forms' counterpart is `wallet::accept`).
+fn accept_public<T: HasCsrf>(
+    lang: Lang,
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<T, Response> {
+    let Ok(Form(form)) = form else {
+        return Err(error_page(lang, "", &form_problem()));
+    };
+    if !FormToken::check(headers, form.csrf()) {
+        return Err(csrf_refused(lang, ""));
+    }
+    Ok(form)
 }
 
 /// A form that does not parse is answered like a wrong entry, not with axum's plain text.
@@ -99,12 +114,10 @@ async fn sign_up(
     form: Result<Form<SignUpForm>, FormRejection>,
 ) -> Response {
     let token = FormToken::of(&headers);
-    let Ok(Form(form)) = form else {
-        return error_page(lang, "", &form_problem());
+    let form = match accept_public(lang, &headers, form) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if !FormToken::check(&headers, &form.csrf) {
-        return csrf_refused(lang, "");
-    }
     let service = identity(&state);
     let source = page_source(&headers, address);
     let (email, phone) = (form.email.clone(), form.phone.clone());
@@ -148,12 +161,10 @@ async fn verify(
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
     let token = FormToken::of(&headers);
-    let Ok(Form(form)) = form else {
-        return error_page(lang, "", &form_problem());
+    let form = match accept_public(lang, &headers, form) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if !FormToken::check(&headers, &form.csrf) {
-        return csrf_refused(lang, "");
-    }
     let service = identity(&state);
     let verified = blocking(move || {
         service.verify_contact(user_id, Channel::Email, form.email_code.trim())?;
@@ -213,12 +224,10 @@ async fn sign_in(
     form: Result<Form<SignInForm>, FormRejection>,
 ) -> Response {
     let token = FormToken::of(&headers);
-    let Ok(Form(form)) = form else {
-        return error_page(lang, "", &form_problem());
+    let form = match accept_public(lang, &headers, form) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if !FormToken::check(&headers, &form.csrf) {
-        return csrf_refused(lang, "");
-    }
     let service = identity(&state);
     let source = page_source(&headers, address);
     let email = form.email.clone();
@@ -262,12 +271,10 @@ async fn second_factor(
     session: PageSession,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(session.lang, &session.csrf, &form_problem());
+    let form = match accept(&session, form) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if session.check_csrf(&form.csrf).is_err() {
-        return csrf_refused(session.lang, &session.csrf);
-    }
     let service = identity(&state);
     let info = session.session.clone();
     let code = form.code.trim().to_owned();
@@ -295,16 +302,25 @@ struct CsrfForm {
     csrf: String,
 }
 
+macro_rules! has_csrf {
+    ($($form:ty),*) => {
+        $(impl HasCsrf for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })*
+    };
+}
+
+has_csrf!(SignUpForm, VerifyForm, SignInForm, CodeForm, CsrfForm);
+
 async fn sign_out(
     State(state): State<AppState>,
     session: PageSession,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(session.lang, &session.csrf, &form_problem());
-    };
-    if session.check_csrf(&form.csrf).is_err() {
-        return csrf_refused(session.lang, &session.csrf);
+    if let Err(refused) = accept(&session, form) {
+        return refused;
     }
     let service = identity(&state);
     let info = session.session.clone();
@@ -351,11 +367,8 @@ async fn totp_begin(
     session: PageSession,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(session.lang, &session.csrf, &form_problem());
-    };
-    if session.check_csrf(&form.csrf).is_err() {
-        return csrf_refused(session.lang, &session.csrf);
+    if let Err(refused) = accept(&session, form) {
+        return refused;
     }
     let service = identity(&state);
     let info = session.session.clone();
@@ -395,12 +408,10 @@ async fn totp_confirm(
     session: PageSession,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(session.lang, &session.csrf, &form_problem());
+    let form = match accept(&session, form) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if session.check_csrf(&form.csrf).is_err() {
-        return csrf_refused(session.lang, &session.csrf);
-    }
     let service = identity(&state);
     let info = session.session.clone();
     match blocking(move || service.confirm_totp(&info, form.code.trim())).await {
@@ -429,78 +440,5 @@ async fn totp_confirm(
             let message = session.lang.error(problem.code);
             render(status_of(&problem), &ErrorPage { page, message })
         }
-    }
-}
-
-struct SessionRow {
-    id: String,
-    device: String,
-    since: String,
-    current: bool,
-}
-
-#[derive(Template)]
-#[template(path = "security.html")]
-struct SecurityPage {
-    page: Frame,
-    sessions: Vec<SessionRow>,
-}
-
-/// Where this wallet is signed in (the API's `list_sessions`), each but this one with a button
-/// that ends it (`revoke_session`).
-async fn security(State(state): State<AppState>, session: PageSession) -> Response {
-    security_with(&state, &session, None).await
-}
-
-async fn security_with(state: &AppState, session: &PageSession, notice: Option<&str>) -> Response {
-    let service = identity(state);
-    let info = session.session.clone();
-    let current = info.session_id;
-    let listed = match blocking(move || service.list_sessions(&info)).await {
-        Ok(listed) => listed,
-        Err(problem) => return error_page(session.lang, &session.csrf, &problem),
-    };
-    let mut page = session.frame("/wallet/security");
-    if let Some(key) = notice {
-        page = page.with_notice(key);
-    }
-    let sessions = listed
-        .into_iter()
-        .map(|summary| SessionRow {
-            id: summary.session_id.to_string(),
-            device: summary.device_label,
-            since: super::history::japan_time(summary.created_at),
-            current: summary.session_id == current,
-        })
-        .collect();
-    render(StatusCode::OK, &SecurityPage { page, sessions })
-}
-
-#[derive(Deserialize)]
-struct EndSessionForm {
-    csrf: String,
-    session_id: String,
-}
-
-async fn end_session(
-    State(state): State<AppState>,
-    session: PageSession,
-    form: Result<Form<EndSessionForm>, FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(session.lang, &session.csrf, &form_problem());
-    };
-    if session.check_csrf(&form.csrf).is_err() {
-        return csrf_refused(session.lang, &session.csrf);
-    }
-    let Ok(target) = form.session_id.parse() else {
-        let problem = Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "No such session.");
-        return error_page(session.lang, &session.csrf, &problem);
-    };
-    let service = identity(&state);
-    let info = session.session.clone();
-    match blocking(move || service.revoke_session(&info, target)).await {
-        Ok(()) => security_with(&state, &session, Some("security.ended")).await,
-        Err(problem) => error_page(session.lang, &session.csrf, &problem),
     }
 }

@@ -125,7 +125,7 @@ struct BanksPage {
 }
 
 /// The operator behind the cookie, or the sign-in page.
-async fn operator_of(
+pub(super) async fn operator_of(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<(SecretString, operator::Operator), Response> {

@@ -70,7 +70,7 @@ impl Lang {
     /// The text for `key`; the key itself when the table lacks it (a test keeps that from
     /// happening for the templates' keys).
     pub fn t(self, key: &str) -> &'static str {
-        match TEXTS.iter().find(|(name, ..)| *name == key) {
+        match all_texts().find(|(name, ..)| *name == key) {
             Some((_, ja, en)) => match self {
                 Lang::Ja => ja,
                 Lang::En => en,
@@ -89,12 +89,17 @@ impl Lang {
         } else {
             code
         };
-        if TEXTS.iter().any(|(name, ..)| *name == code) {
+        if all_texts().any(|(name, ..)| *name == code) {
             self.t(code).to_owned()
         } else {
             format!("{} ({code})", self.t("error.generic"))
         }
     }
+}
+
+/// Every text: this table, then the later pages' (`texts.rs`).
+pub fn all_texts() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> {
+    TEXTS.iter().chain(super::texts::TEXTS)
 }
 
 /// (key, 日本語, English)
@@ -718,10 +723,11 @@ mod tests {
 
     #[test]
     fn every_key_has_both_languages_once() {
-        for (index, (key, ja, en)) in TEXTS.iter().enumerate() {
+        let texts: Vec<_> = all_texts().collect();
+        for (index, (key, ja, en)) in texts.iter().enumerate() {
             assert!(!ja.is_empty() && !en.is_empty(), "{key}");
             assert!(
-                TEXTS[index + 1..].iter().all(|(other, ..)| other != key),
+                texts[index + 1..].iter().all(|(other, ..)| other != key),
                 "{key} twice"
             );
         }
@@ -747,7 +753,7 @@ mod tests {
             for piece in text.split("t(\"").skip(1) {
                 let key = piece.split('"').next().unwrap_or_default();
                 assert!(
-                    TEXTS.iter().any(|(name, ..)| *name == key),
+                    all_texts().any(|(name, ..)| *name == key),
                     "{}: no text for {key}",
                     path.display()
                 );

@@ -14,11 +14,16 @@
 //! was drawn, so sending a form twice is one movement.
 
 pub mod account;
+pub mod compensation;
 pub mod console;
+pub mod console_audit;
 pub mod history;
 pub mod i18n;
 pub mod pay;
+pub mod security;
+mod texts;
 pub mod wallet;
+pub mod withdraw;
 
 use std::sync::Arc;
 
@@ -65,9 +70,13 @@ pub fn router() -> Router<AppState> {
         .route("/lang/{code}", get(switch_language))
         .merge(account::router())
         .merge(console::router())
+        .merge(console_audit::router())
         .merge(wallet::router())
         .merge(pay::router())
         .merge(history::router())
+        .merge(withdraw::router())
+        .merge(compensation::router())
+        .merge(security::router())
         .layer(middleware::map_response(security_headers))
 }
 

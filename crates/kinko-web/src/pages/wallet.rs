@@ -141,10 +141,10 @@ pub(super) fn result_page(
     )
 }
 
-struct LinkRow {
-    id: String,
-    label: String,
-    status: &'static str,
+pub(super) struct LinkRow {
+    pub(super) id: String,
+    pub(super) label: String,
+    pub(super) status: &'static str,
 }
 
 #[derive(Template)]
@@ -196,7 +196,7 @@ async fn home(State(state): State<AppState>, session: PageSession) -> Response {
     )
 }
 
-fn link_rows(lang: Lang, links: Vec<kinko_banking::links::LinkView>) -> Vec<LinkRow> {
+pub(super) fn link_rows(lang: Lang, links: Vec<kinko_banking::links::LinkView>) -> Vec<LinkRow> {
     links
         .into_iter()
         .filter(|link| link.status == "active")
