@@ -297,6 +297,26 @@ fn legacy_verify_over_http(backend: &str) {
     let fixture = Arc::new(fixture(backend));
     let right = right(&fixture, 0);
     let pin = fixture.customers[0].accounts[0].pin.clone();
+    // A match names the account by the pairwise reference OAuth gives for this client (read
+    // here: the synchronous store can't be used inside the runtime below).
+    let reference = fixture
+        .bank
+        .database()
+        .transaction(|tx: &mut dyn Tx| {
+            tx.query_one(
+                "SELECT id FROM bank_accounts WHERE bank_code = $1 AND number = $2",
+                &[
+                    right.bank_code.as_str().into(),
+                    right.account_number.as_str().into(),
+                ],
+            )?
+            .uuid(0)
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+    let expected_ref = fixture
+        .bank
+        .account_ref("kinko", uuid::Uuid::from_u128(reference))
+        .unwrap_or_else(|error| panic!("{error}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -304,25 +324,6 @@ fn legacy_verify_over_http(backend: &str) {
         .unwrap_or_else(|error| panic!("{error}"));
     runtime.block_on(async {
         let answer = post(&fixture, &right, &pin, ASSERTION_TYPE).await;
-        // A match names the account by the pairwise reference OAuth gives for this client.
-        let reference = fixture
-            .bank
-            .database()
-            .transaction(|tx: &mut dyn Tx| {
-                tx.query_one(
-                    "SELECT id FROM bank_accounts WHERE bank_code = $1 AND number = $2",
-                    &[
-                        right.bank_code.as_str().into(),
-                        right.account_number.as_str().into(),
-                    ],
-                )?
-                .uuid(0)
-            })
-            .unwrap_or_else(|error| panic!("{error}"));
-        let expected_ref = fixture
-            .bank
-            .account_ref("kinko", uuid::Uuid::from_u128(reference))
-            .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(
             answer,
             (

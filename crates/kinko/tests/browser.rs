@@ -721,6 +721,22 @@ fn a_new_user_signs_up_links_a_bank_charges_pays_and_sees_history(backend: &str)
     assert_eq!(forged.status, 403, "{}", forged.body);
     both_languages(&mut browser, &site, "/wallet/security", "security");
 
+    // "I didn't do this" on a row of the history: taken, and the row is marked (a movement's
+    // notice links to it the same way). Nothing more reaches the bank.
+    browser.go(&format!("{site}/wallet/history"));
+    browser.click("button.dispute");
+    let url = browser.wait_for_url("the dispute's answer", |url| url.contains("disputed=1"));
+    browser.wait_for_text("申告を受け付けました。");
+    let movement = url
+        .split("movement=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .unwrap_or_default()
+        .to_owned();
+    browser.find(&format!("li#m-{movement}.highlight"));
+    browser.screenshot("history-disputed-ja");
+    assert_eq!(bank.balance(&customer, "0001"), bank_before - 45_000);
+
     // The console's risk decisions: the refused withdrawal, with the rule that fired. The
     // bank's staff may not read them; the admin signs in again with a later code.
     browser.go(&format!("{site}/console/risk"));

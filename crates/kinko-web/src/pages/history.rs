@@ -1,16 +1,20 @@
 //! The wallet's history, newest first, filtered by kind, and its CSV download
-//! (`MoneyService::history` and `history_csv`, as the API).
+//! (`MoneyService::history` and `history_csv`, as the API), with "I didn't do this" on every
+//! posted row (`MoneyService::dispute`, as `POST /api/v1/history/{id}/dispute`). A movement
+//! notice links to its row (`?movement=<id>`).
 
 use askama::Template;
+use axum::Form;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use kinko_money::history::HistoryFilter;
 use serde::Deserialize;
 
-use super::wallet::{money, status_text};
+use super::wallet::{HasCsrf, accept, money, status_text};
 use super::{Frame, Lang, PageSession, blocking, error_page, render, yen};
 use crate::AppState;
 
@@ -18,12 +22,57 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/wallet/history", get(history))
         .route("/wallet/history.csv", get(history_csv))
+        .route("/wallet/history/{movement_id}/dispute", post(dispute))
+}
+
+#[derive(Deserialize)]
+struct DisputeForm {
+    csrf: String,
+}
+
+impl HasCsrf for DisputeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// "I didn't do this": the wallet's outgoing money stops, the money is followed and held, and a
+/// case opens; back to the history with the answer.
+async fn dispute(
+    State(state): State<AppState>,
+    session: PageSession,
+    Path(movement_id): Path<String>,
+    form: Result<Form<DisputeForm>, FormRejection>,
+) -> Response {
+    if let Err(refused) = accept(&session, form) {
+        return refused;
+    }
+    let Ok(movement_id) = uuid::Uuid::parse_str(&movement_id) else {
+        return error_page(
+            session.lang,
+            &session.csrf,
+            &crate::problem::Problem::from(kinko_money::charge::MoneyError::MovementNotFound),
+        );
+    };
+    let service = money(&state);
+    let info = session.session.clone();
+    match blocking(move || service.dispute(&info, movement_id)).await {
+        Ok(_) => Redirect::to(&format!(
+            "/wallet/history?movement={movement_id}&disputed=1"
+        ))
+        .into_response(),
+        Err(problem) => error_page(session.lang, &session.csrf, &problem),
+    }
 }
 
 #[derive(Deserialize)]
 struct HistoryQuery {
     kind: Option<String>,
     cursor: Option<String>,
+    /// The row a notice links to, shown highlighted.
+    movement: Option<String>,
+    /// Set after a dispute was taken.
+    disputed: Option<String>,
 }
 
 impl HistoryQuery {
@@ -39,6 +88,10 @@ impl HistoryQuery {
 }
 
 struct MovementRow {
+    id: String,
+    /// Posted: money moved, so the owner may say they did not move it.
+    disputable: bool,
+    highlighted: bool,
     when: String,
     what: String,
     counterparty: String,
@@ -60,6 +113,7 @@ struct HistoryPage {
     kinds: Vec<KindOption>,
     csv_href: String,
     older_href: Option<String>,
+    disputed: bool,
 }
 
 /// Japan time, to the minute.
@@ -115,7 +169,11 @@ async fn history(
             } else {
                 yen(movement.amount_yen)
             };
+            let id = movement.id.to_string();
             MovementRow {
+                highlighted: query.movement.as_deref() == Some(id.as_str()),
+                id,
+                disputable: movement.status == "posted",
                 when: japan_time(movement.created_at_ms),
                 what: kind_label(lang, &movement.kind).to_owned(),
                 counterparty: movement.counterparty,
@@ -155,6 +213,7 @@ async fn history(
             kinds,
             csv_href,
             older_href,
+            disputed: query.disputed.is_some(),
         },
     )
 }

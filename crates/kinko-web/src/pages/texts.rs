@@ -3,6 +3,12 @@
 //! English). Kept apart so neither table grows past a screenful of scrolling.
 
 pub const TEXTS: &[(&str, &str, &str)] = &[
+    ("history.dispute", "身に覚えがない", "I didn't do this"),
+    (
+        "history.disputed",
+        "申告を受け付けました。ウォレットからの出金を止め、お金の行き先を保全して調査を始めました。結果はメールでお知らせします。",
+        "We have your report. Outgoing money is paused, the money has been traced and held where it went, and we are looking into it. We will e-mail you the outcome.",
+    ),
     ("nav.withdraw", "出金", "Withdraw"),
     ("compensation.title", "補償方針", "Compensation policy"),
     ("console.audit", "監査ログ", "Audit log"),
