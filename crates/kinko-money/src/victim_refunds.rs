@@ -602,10 +602,34 @@ impl MoneyService {
                     ),
                     now_ms,
                 )?;
+                if failure.is_none() {
+                    close_refunded(tx, refund.case_id, now_ms)?;
+                }
             }
             Ok::<_, MoneyError>(())
         })
     }
+}
+
+/// The victim has their money back: the case closes as `refunded`, labelled `fraud` (money is
+/// returned only for a movement its owner did not make), unless an analyst closed it first.
+fn close_refunded(tx: &mut dyn Tx, case_id: uuid::Uuid, now_ms: i64) -> Result<(), MoneyError> {
+    let closed = tx.execute(
+        "UPDATE cases SET state = 'refunded', label = 'fraud', closed_at = $2, updated_at = $2
+         WHERE id = $1 AND state IN ('open', 'investigating')",
+        &[Value::Uuid(case_id.as_u128()), now_ms.into()],
+    )?;
+    if closed == 1 {
+        kinko_cases::record_event(
+            tx,
+            case_id,
+            None,
+            "state",
+            "refunded (label fraud): the victim's refund was paid",
+            now_ms,
+        )?;
+    }
+    Ok(())
 }
 
 fn note(

@@ -427,6 +427,20 @@ fn a_refund_above_the_threshold_waits_for_a_second_operator(backend: &str) {
     let (refunds, holds) = refund_rows(kinko);
     assert_eq!(refunds, vec![("posted".to_owned(), Some(10_000), Some(0))]);
     assert_eq!(holds, vec!["returned", "returned", "returned"]);
+    // The victim has their money back: the case closed itself as refunded, labelled fraud.
+    let case = kinko.call(
+        "GET",
+        &format!("/api/v1/operator/cases/{case_id}"),
+        None,
+        Some(&root),
+    );
+    assert_eq!(case.status, 200, "{}", case.body);
+    let case = json_of(&case);
+    assert_eq!(
+        (case["state"].as_str(), case["label"].as_str()),
+        (Some("refunded"), Some("fraud")),
+        "{case}"
+    );
     kinko.assert_books_balance();
     kinko.assert_audit_chain_intact();
 }
