@@ -16,7 +16,7 @@ use kinko_store::sql::{Database, Tx, Value};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::codes::{self, CodeCheck, CodePurpose};
-use crate::kyc::{self, KycLevel, KycOutcome, KycProvider, KycRecord};
+use crate::kyc::{KycLevel, KycProvider};
 use crate::notify::{self, Channel, Message};
 use crate::password::{self, PasswordRule};
 use crate::ratelimit::{self, Decision, Guess, Guesser, LockState, LoginGate};
@@ -24,7 +24,9 @@ use crate::secrets::SecretBox;
 use crate::session::{self, DeviceRef, NewSession, SessionError, SessionInfo};
 use crate::totp::{self, TotpError};
 
+mod kyc_submission;
 pub mod own_safety;
+mod sessions;
 
 /// Defaults from THREATS.md; an operator may tune them within their bounds.
 #[derive(Debug, Clone, Copy)]
@@ -1053,125 +1055,6 @@ impl IdentityService {
                 allowed: reasons.is_empty(),
                 reasons,
             })
-        })
-    }
-
-    /// Submits an eKYC result reference to the provider and records the outcome.
-    pub fn submit_kyc(
-        &self,
-        session: &SessionInfo,
-        document_reference: &str,
-    ) -> Result<KycRecord, IdentityError> {
-        let reference = document_reference.trim();
-        if reference.is_empty() || reference.len() > 200 {
-            return Err(IdentityError::NotFound);
-        }
-        let outcome = self
-            .kyc
-            .verify(reference)
-            .map_err(|_| IdentityError::KycUnavailable)?;
-        let now_ms = self.now_ms();
-        let identity_key = match &outcome {
-            KycOutcome::Verified(identity) => Some(kyc::identity_key(self.secret_box(), identity)),
-            _ => None,
-        };
-        self.db.transaction(|tx: &mut dyn Tx| {
-            let user_id = session.user_id;
-            let held_for = match &identity_key {
-                None => None,
-                Some(key) => match kyc::bind_identity(tx, now_ms, user_id, key)? {
-                    kyc::Binding::Bound | kyc::Binding::Same => None,
-                    kyc::Binding::ChangedIdentity => Some("identity_changed"),
-                    kyc::Binding::HeldByAnother(owner) => {
-                        tell_user(
-                            tx,
-                            now_ms,
-                            owner,
-                            "kyc_identity_elsewhere",
-                            "あなたの本人確認情報で別のウォレットが本人確認を試みました / Someone used your identity for another wallet",
-                            "あなたの本人確認情報（氏名・生年月日）で、別のウォレットが本人確認を試みました。確認のため保留しています。心当たりがない場合はご連絡ください。\n\nAnother wallet submitted an identity check with your name and birth date. We have held it for review. If this was not you, contact us.",
-                        )?;
-                        Some("identity_in_use")
-                    }
-                },
-            };
-            let record = kyc::record_outcome(
-                tx,
-                now_ms,
-                user_id,
-                self.kyc.name(),
-                reference,
-                &outcome,
-                held_for,
-            )?;
-            // Who stands behind a wallet changes only after a person has looked.
-            if let (Some(reason), Some(reviews)) = (held_for, &self.reviews) {
-                reviews.open_review(
-                    tx,
-                    user_id,
-                    &format!("kyc_record:{}", record.id),
-                    &format!("eKYC held for review: {reason}"),
-                    now_ms,
-                )?;
-            }
-            Ok(record)
-        })
-    }
-
-    pub fn list_sessions(
-        &self,
-        session: &SessionInfo,
-    ) -> Result<Vec<session::SessionSummary>, IdentityError> {
-        let now_ms = self.now_ms();
-        Ok(self
-            .db
-            .transaction(|tx: &mut dyn Tx| session::list_sessions(tx, now_ms, session.user_id))?)
-    }
-
-    pub fn revoke_session(
-        &self,
-        session: &SessionInfo,
-        target: session::SessionId,
-    ) -> Result<(), IdentityError> {
-        let now_ms = self.now_ms();
-        self.db.transaction(|tx: &mut dyn Tx| {
-            session::revoke(tx, now_ms, session.user_id, target)?;
-            audit(
-                tx,
-                now_ms,
-                Actor::User(session.user_id),
-                "session.revoked",
-                session.user_id,
-                serde_json::json!({}),
-            )
-        })
-    }
-
-    pub fn list_devices(
-        &self,
-        session: &SessionInfo,
-    ) -> Result<Vec<session::DeviceSummary>, IdentityError> {
-        Ok(self
-            .db
-            .transaction(|tx: &mut dyn Tx| session::list_devices(tx, session.user_id))?)
-    }
-
-    pub fn revoke_device(
-        &self,
-        session: &SessionInfo,
-        device: session::DeviceId,
-    ) -> Result<(), IdentityError> {
-        let now_ms = self.now_ms();
-        self.db.transaction(|tx: &mut dyn Tx| {
-            session::revoke_device(tx, now_ms, session.user_id, device)?;
-            audit(
-                tx,
-                now_ms,
-                Actor::User(session.user_id),
-                "device.revoked",
-                session.user_id,
-                serde_json::json!({}),
-            )
         })
     }
 
